@@ -1,0 +1,49 @@
+# The project's verbs. Every target creates the virtual environment it needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-dev
+SAM := $(VENV)/bin/sam
+
+.PHONY: local test lint unit bench build validate deploy clean
+
+$(STAMP): pyproject.toml layers/core/requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+## local: run the whole stack on this machine (moto, the functions, the signed API, sandbox providers)
+local: $(STAMP)
+	$(VENV)/bin/tokenvend local $(ARGS)
+
+## test: lint, type-check and run every test
+test: lint unit
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## bench: print performance figures (not part of test)
+bench: $(STAMP)
+	$(PY) -m bench
+
+$(SAM): $(STAMP)
+	$(PY) -m pip install --quiet "aws-sam-cli>=1.120,<2"
+
+## validate / build: what CI checks besides the tests
+validate: $(SAM)
+	$(SAM) validate --lint --region us-east-1
+
+build: $(SAM)
+	$(SAM) build
+
+## deploy: first time `make deploy ARGS=--guided`
+deploy: build
+	$(SAM) deploy $(ARGS)
+
+clean:
+	rm -rf $(VENV) .aws-sam .mypy_cache .pytest_cache .ruff_cache

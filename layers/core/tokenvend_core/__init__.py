@@ -1,0 +1,1 @@
+"""The runtime shared by tokenvend's Lambda functions, shipped as a layer."""
