@@ -1,0 +1,30 @@
+"""A provider function: one deployed per provider from this one entry point; the
+environment variable PROVIDER says which. Shared because the providers differ only in data
+(tokenvend_core/providers.toml), so five copies of this file would differ in nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tokenvend_core import provider_events
+from tokenvend_core.observability import logger, metrics, tracer
+from tokenvend_core.refresh import Refresher
+from tokenvend_core.runtime import build_refresher
+from tokenvend_core.settings import Settings
+
+_refresher: Refresher | None = None
+
+
+def refresher() -> Refresher:
+    global _refresher
+    if _refresher is None:
+        _refresher = build_refresher(Settings.from_env())
+        metrics.set_default_dimensions(provider=_refresher.provider)
+    return _refresher
+
+
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return provider_events.handle(event, refresher(), context.get_remaining_time_in_millis)

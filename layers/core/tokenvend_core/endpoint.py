@@ -1,0 +1,128 @@
+"""Sending a token request: one attempt, with retries inside it.
+
+Transient failures are retried with exponential backoff and full jitter, waiting at least
+what `Retry-After` asks, until an overall deadline. Redirects are never followed.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import requests
+
+from .errors import ProviderUnavailable
+from .providers import Failure, ProviderSpec, TokenRequest, interpret, safe_url
+from .tokens import Token
+
+USER_AGENT = "tokenvend/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    base: float = 0.25
+    cap: float = 4.0
+    max_tries: int = 4
+    connect_timeout: float = 3.05
+    read_timeout: float = 8.0
+
+
+class TokenEndpoint:
+    def __init__(
+        self,
+        session: requests.Session | None = None,
+        policy: RetryPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._session = session or requests.Session()
+        self._session.headers["User-Agent"] = USER_AGENT
+        self._policy = policy or RetryPolicy()
+        self._clock = clock
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._jitter = jitter
+
+    def fetch(
+        self,
+        spec: ProviderSpec,
+        request: TokenRequest,
+        *,
+        deadline: float,
+        default_lifetime: int,
+        scope: str | None = None,
+        on_try: Callable[[Token | Failure, float], None] | None = None,
+    ) -> Token | Failure:
+        """Send until a token, a failure that retrying cannot mend, or the deadline
+        (a `time.monotonic()` value). Returns the last outcome; raises nothing."""
+        policy = self._policy
+        outcome: Token | Failure = Failure(
+            ProviderUnavailable("no attempt fitted in the deadline"), permanent=False, retry=True
+        )
+        for attempt in range(policy.max_tries):
+            remaining = deadline - self._monotonic()
+            if remaining <= 0.05:
+                break
+            started = self._monotonic()
+            outcome = self._send_once(spec, request, remaining, default_lifetime, scope)
+            if on_try is not None:
+                on_try(outcome, self._monotonic() - started)
+            if isinstance(outcome, Token) or not outcome.retry:
+                return outcome
+            if attempt + 1 == policy.max_tries:
+                break
+            wait = self._jitter() * min(policy.cap, policy.base * 2**attempt)
+            if outcome.retry_after is not None:
+                wait = max(wait, outcome.retry_after)
+            if self._monotonic() + wait >= deadline:
+                break
+            self._sleep(wait)
+        return outcome
+
+    def _send_once(
+        self,
+        spec: ProviderSpec,
+        request: TokenRequest,
+        remaining: float,
+        default_lifetime: int,
+        scope: str | None,
+    ) -> Token | Failure:
+        policy = self._policy
+        timeout = (min(policy.connect_timeout, remaining), min(policy.read_timeout, remaining))
+        now = self._clock()
+        try:
+            response = self._session.post(
+                request.url,
+                params=request.query or None,
+                data=request.form,
+                json=request.json_body,
+                headers=request.headers,
+                timeout=timeout,
+                allow_redirects=False,
+            )
+            body = response.content
+        except requests.Timeout:
+            return _unavailable(f"timeout: {safe_url(request.url)} did not answer in time")
+        except requests.ConnectionError:
+            return _unavailable(f"connection error: could not reach {safe_url(request.url)}")
+        except requests.RequestException as exc:
+            return _unavailable(f"request failed ({type(exc).__name__}) to {safe_url(request.url)}")
+        return interpret(
+            spec,
+            response.status_code,
+            response.headers,
+            body,
+            request=request,
+            now=now,
+            default_lifetime=default_lifetime,
+            requested_scope=scope,
+        )
+
+
+def _unavailable(message: str) -> Failure:
+    return Failure(ProviderUnavailable(message), permanent=False, retry=True)

@@ -1,0 +1,524 @@
+"""Refreshing a connection's token: what a provider function does.
+
+One refresh attempt per connection at a time, across all containers: the attempt runs under
+a lease in the token table, taken with a conditional write that also enforces the cool-down.
+Whoever finds the lease taken waits briefly and reads the holder's result. Permanent
+failures are remembered against the secret's version, so that only a new version retries.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .endpoint import TokenEndpoint
+from .errors import (
+    AuthorizationRequired,
+    Forbidden,
+    Internal,
+    InvalidRequest,
+    ProviderRejected,
+    ProviderUnavailable,
+    TokenVendError,
+    UnknownConnection,
+)
+from .names import CONNECTION_RE
+from .observability import MetricUnit, logger, metrics
+from .principals import is_allowed
+from .providers import Failure, ProviderSpec, build_request, validate_secret
+from .secrets import ConnectionSecret, SecretStore
+from .settings import Settings
+from .store import ConnectionState, TokenStore
+from .tokens import Token
+
+POLL = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """What a caller needs of the current token before it will take it."""
+
+    min_ttl: float = 0
+    rejected_sha256: str | None = None
+    newer_than: int | None = None
+
+    def met_by(self, state: ConnectionState | None, now: float) -> bool:
+        if state is None or not state.valid(now):
+            return False
+        if state.remaining(now) < self.min_ttl:
+            return False
+        if self.rejected_sha256 and state.token_sha256() == self.rejected_sha256:
+            return False
+        return self.newer_than is None or state.version > self.newer_than
+
+
+@dataclass(slots=True)
+class ScheduleReport:
+    connections: int = 0
+    due: int = 0
+    refreshed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    deferred: int = 0
+    removed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class Refresher:
+    def __init__(
+        self,
+        spec: ProviderSpec,
+        settings: Settings,
+        secrets: SecretStore,
+        tokens: TokenStore,
+        endpoint: TokenEndpoint,
+        *,
+        owner: str = "local",
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.secrets = secrets
+        self.tokens = tokens
+        self.endpoint = endpoint
+        self._owner = owner
+        self._clock = clock
+        self._monotonic = monotonic
+        self._sleep = sleep
+
+    @property
+    def provider(self) -> str:
+        return self.spec.name
+
+    # -- the connection's secret -------------------------------------------------------
+
+    def _secret(self, connection: str) -> tuple[ConnectionSecret, dict[str, Any]]:
+        secret = self.secrets.get(self.provider, connection)
+        if secret is None:
+            raise UnknownConnection(
+                f"no connection {self.provider}/{connection}: put its secret with "
+                f"`tokenvend connections put {self.provider} {connection}`"
+            )
+        try:
+            return secret, validate_secret(self.spec, secret.value)
+        except InvalidRequest as exc:
+            raise Internal(
+                f"the secret of {self.provider}/{connection} is invalid: {exc.message}"
+            ) from None
+
+    # -- refresh -----------------------------------------------------------------------
+
+    def refresh(
+        self,
+        connection: str,
+        need: Need,
+        *,
+        caller_arn: str | None = None,
+        wait: float | None = None,
+    ) -> ConnectionState:
+        """A token that meets `need`: the current one, another caller's fresh one, or a new
+        one fetched under the lease. Raises a TokenVendError otherwise."""
+        secret, config = self._secret(connection)
+        if caller_arn is not None and not is_allowed(caller_arn, config.get("allowed_principals")):
+            raise Forbidden(f"the caller may not use {self.provider}/{connection}")
+        owner = self._new_owner()
+        give_up = self._monotonic() + (self.settings.lease_wait if wait is None else wait)
+        contended = False
+        while True:
+            now = self._clock()
+            state = self.tokens.get(self.provider, connection, consistent=True)
+            if need.met_by(state, now):
+                assert state is not None
+                return state
+            if state is not None:
+                try:
+                    self._raise_if_remembered(state, secret, now, need)
+                except _Fresh as fresh:
+                    return fresh.state
+            if (state is None or not state.leased(now)) and self.tokens.try_lease(
+                self.provider,
+                connection,
+                owner,
+                now,
+                seconds=self.settings.lease_seconds,
+                cool_down=self.settings.cool_down,
+            ):
+                return self._attempt(connection, owner, secret, config, state, need)
+            if not contended:
+                contended = True
+                metrics.add_metric(name="LeaseContention", unit=MetricUnit.Count, value=1)
+            if self._monotonic() >= give_up:
+                raise ProviderUnavailable(
+                    f"another refresh of {self.provider}/{connection} is under way; "
+                    "try again shortly",
+                    retry_after=1,
+                )
+            self._sleep(POLL)
+
+    def _raise_if_remembered(
+        self, state: ConnectionState, secret: ConnectionSecret, now: float, need: Need
+    ) -> None:
+        """A permanent failure for this secret version, or an attempt within the cool-down."""
+        error = state.error()
+        if error is not None and state.error_permanent:
+            if state.error_secret_version == secret.version:
+                raise error
+            return  # the secret changed since: try again
+        since = now - state.last_attempt_at
+        if state.leased(now) or since >= self.settings.cool_down:
+            return
+        retry_after = max(1, math.ceil(self.settings.cool_down - since))
+        if error is not None:
+            error.retry_after = retry_after if error.retry_after is None else error.retry_after
+            raise error
+        if state.valid(now) and not (
+            need.rejected_sha256 and state.token_sha256() == need.rejected_sha256
+        ):
+            # Refreshed within the cool-down: this is the freshest token there is.
+            raise _Fresh(state)
+        raise ProviderUnavailable(
+            "the token was refreshed moments ago and the provider is not asked again "
+            "within the cool-down",
+            retry_after=retry_after,
+        )
+
+    def _attempt(
+        self,
+        connection: str,
+        owner: str,
+        secret: ConnectionSecret,
+        config: dict[str, Any],
+        previous: ConnectionState | None,
+        need: Need,
+        *,
+        code: str | None = None,
+        redirect_uri: str | None = None,
+    ) -> ConnectionState:
+        """Holding the lease: fetch, store the rotated refresh token, store the token."""
+        stored = False
+        try:
+            if self.spec.uses_refresh_token and code is None:
+                # The refresh token may have rotated since it was read.
+                secret, config = self._secret(connection)
+            token = self._fetch(connection, config, code=code, redirect_uri=redirect_uri)
+            if self.spec.uses_refresh_token:
+                secret = self._keep_refresh_token(connection, config, token, secret, code)
+            now = self._clock()
+            state = self.tokens.save_token(
+                self.provider,
+                connection,
+                owner,
+                token,
+                now=now,
+                secret_version=secret.version,
+                allowed_principals=config.get("allowed_principals"),
+            )
+            stored = True
+            metrics.add_metric(name="RefreshSuccess", unit=MetricUnit.Count, value=1)
+            if state is None:
+                # Our lease ran out and another holder took over: theirs is the newer token.
+                logger.warning(
+                    "lease lost before the token was stored", extra=_ids(self, connection)
+                )
+                current = self.tokens.get(self.provider, connection, consistent=True)
+                if current is not None and current.valid(now):
+                    return current
+                return _unsaved(self.provider, connection, token)
+            logger.info(
+                "token refreshed",
+                extra={**_ids(self, connection), "expires_in": int(token.expires_at - now)},
+            )
+            return state
+        except Failed as failed:
+            stored = True
+            self._record(connection, owner, failed.failure, secret, previous)
+            raise failed.failure.error from None
+        except TokenVendError as error:
+            stored = True
+            failure = Failure(error, permanent=False, retry=False)
+            self._record(connection, owner, failure, secret, previous)
+            raise
+        finally:
+            if not stored:
+                self.tokens.release(self.provider, connection, owner)
+
+    def _fetch(
+        self,
+        connection: str,
+        config: dict[str, Any],
+        *,
+        code: str | None,
+        redirect_uri: str | None,
+    ) -> Token:
+        try:
+            request = build_request(self.spec, config, code=code, redirect_uri=redirect_uri)
+        except AuthorizationRequired as error:
+            raise Failed(Failure(error, permanent=True, retry=False)) from None
+        deadline = self._monotonic() + self.settings.attempt_deadline
+        outcome = self.endpoint.fetch(
+            self.spec,
+            request,
+            deadline=deadline,
+            default_lifetime=int(config.get("default_lifetime") or self.settings.default_lifetime),
+            scope=config.get("scope"),
+            on_try=self._on_try,
+        )
+        if isinstance(outcome, Failure):
+            raise Failed(outcome)
+        return outcome
+
+    def _on_try(self, outcome: Token | Failure, seconds: float) -> None:
+        metrics.add_metric(
+            name="TokenEndpointLatency", unit=MetricUnit.Milliseconds, value=seconds * 1000
+        )
+        if isinstance(outcome, Failure) and outcome.retry:
+            metrics.add_metric(name="TokenEndpointRetry", unit=MetricUnit.Count, value=1)
+
+    def _keep_refresh_token(
+        self,
+        connection: str,
+        config: dict[str, Any],
+        token: Token,
+        secret: ConnectionSecret,
+        code: str | None,
+    ) -> ConnectionSecret:
+        """A new refresh token goes into the secret before the access token is used or
+        stored: the old one may already be dead at the provider."""
+        if token.refresh_token is None or token.refresh_token == config.get("refresh_token"):
+            if code is not None:
+                raise Failed(
+                    Failure(
+                        ProviderRejected(
+                            "the provider answered the code exchange without a refresh token"
+                        ),
+                        permanent=False,
+                        retry=False,
+                    )
+                )
+            return secret
+        value = dict(config)
+        value["refresh_token"] = token.refresh_token
+        if token.refresh_expires_at is not None:
+            value["refresh_expires_at"] = token.refresh_expires_at
+        last: TokenVendError | None = None
+        for attempt in range(4):
+            try:
+                version = self.secrets.put(self.provider, connection, value)
+                return ConnectionSecret(value, version)
+            except TokenVendError as error:
+                last = error
+                logger.warning(
+                    "could not store the rotated refresh token; retrying",
+                    extra={**_ids(self, connection), "attempt": attempt + 1},
+                )
+                self._sleep(min(2.0, 0.2 * 2**attempt))
+        metrics.add_metric(name="RefreshTokenNotStored", unit=MetricUnit.Count, value=1)
+        logger.error("the rotated refresh token could not be stored", extra=_ids(self, connection))
+        raise Internal("the provider's new refresh token could not be stored") from last
+
+    def _record(
+        self,
+        connection: str,
+        owner: str,
+        failure: Failure,
+        secret: ConnectionSecret,
+        previous: ConnectionState | None,
+    ) -> None:
+        now = self._clock()
+        failures = (previous.failures if previous is not None else 0) + 1
+        backoff = min(
+            self.settings.backoff_cap, self.settings.schedule_interval * 2 ** (failures - 1)
+        )
+        if failure.retry_after:
+            backoff = max(backoff, failure.retry_after)
+        kind = "permanent" if failure.permanent else "transient"
+        metrics.add_metric(
+            name="RefreshPermanentFailure" if failure.permanent else "RefreshTransientFailure",
+            unit=MetricUnit.Count,
+            value=1,
+        )
+        logger.warning(
+            "refresh failed",
+            extra={
+                **_ids(self, connection),
+                "error_code": failure.error.code,
+                "error_message": failure.error.message,
+                "kind": kind,
+                "failures": failures,
+            },
+        )
+        self.tokens.save_failure(
+            self.provider,
+            connection,
+            owner,
+            failure.error,
+            now=now,
+            permanent=failure.permanent,
+            secret_version=secret.version,
+            next_attempt_at=now + backoff,
+        )
+
+    def _new_owner(self) -> str:
+        return f"{self._owner}:{uuid.uuid4().hex}"
+
+    # -- authorization (wps365) -----------------------------------------------------------
+
+    def authorize(
+        self, connection: str, code: str, redirect_uri: str | None = None
+    ) -> ConnectionState:
+        if not self.spec.uses_refresh_token:
+            raise InvalidRequest(f"{self.provider} does not take authorization codes")
+        if not isinstance(code, str) or not code.strip() or len(code) > 4096:
+            raise InvalidRequest("code must be the authorization code from the redirect")
+        if redirect_uri is not None and not isinstance(redirect_uri, str):
+            raise InvalidRequest("redirect_uri must be a string")
+        secret, config = self._secret(connection)
+        owner = self._new_owner()
+        give_up = self._monotonic() + self.settings.lease_wait
+        while True:
+            now = self._clock()
+            state = self.tokens.get(self.provider, connection, consistent=True)
+            if self.tokens.try_lease(
+                self.provider,
+                connection,
+                owner,
+                now,
+                seconds=self.settings.lease_seconds,
+                cool_down=0,
+            ):
+                break
+            if self._monotonic() >= give_up:
+                raise ProviderUnavailable(
+                    "a refresh of this connection is under way; try again", retry_after=2
+                )
+            self._sleep(POLL)
+        return self._attempt(
+            connection, owner, secret, config, state, Need(), code=code, redirect_uri=redirect_uri
+        )
+
+    # -- the schedule ----------------------------------------------------------------------
+
+    def run_schedule(self, remaining_ms: Callable[[], int]) -> ScheduleReport:
+        """Refresh every connection whose token would fall below the refresh lead before the
+        next run, nearest expiry first, with bounded concurrency, inside the time budget."""
+        report = ScheduleReport()
+        now = self._clock()
+        versions = self.secrets.list(self.provider)
+        states = {state.connection: state for state in self.tokens.connections(self.provider)}
+        report.connections = len(versions)
+        horizon = self.settings.refresh_lead + self.settings.schedule_interval
+        due: list[tuple[float, str, Need]] = []
+        for connection, version in versions.items():
+            if not CONNECTION_RE.fullmatch(connection):
+                report.skipped += 1
+                continue
+            state = states.get(connection)
+            need = Need(min_ttl=horizon)
+            if state is not None and (
+                (state.error_permanent and state.error_secret_version == version)
+                or state.leased(now)
+                or state.next_attempt_at > now
+            ):
+                report.skipped += 1  # failing for good, being refreshed, or backing off
+                continue
+            if state is None or not state.access_token:
+                order = 0.0
+            elif version and state.secret_version and version != state.secret_version:
+                order, need = float(state.expires_at), Need(newer_than=state.version)
+            elif state.remaining(now) < horizon:
+                order = float(state.expires_at)
+            else:
+                continue
+            due.append((order, connection, need))
+        for connection, state in states.items():
+            if connection not in versions and not state.leased(now):
+                self.tokens.delete(self.provider, connection)
+                report.removed += 1
+        due.sort()
+        report.due = len(due)
+        self._run_bounded(due, remaining_ms, report)
+        logger.info(
+            "scheduled refresh finished", extra={"provider": self.provider, **report.as_dict()}
+        )
+        metrics.add_metric(name="ScheduleDeferred", unit=MetricUnit.Count, value=report.deferred)
+        return report
+
+    def _run_bounded(
+        self,
+        due: list[tuple[float, str, Need]],
+        remaining_ms: Callable[[], int],
+        report: ScheduleReport,
+    ) -> None:
+        budget_ms = (self.settings.schedule_margin + self.settings.attempt_deadline) * 1000
+        lock = threading.Lock()
+        queue = iter(due)
+
+        def worker() -> None:
+            while True:
+                with lock:
+                    if remaining_ms() <= budget_ms:
+                        return
+                    item = next(queue, None)
+                if item is None:
+                    return
+                _, connection, need = item
+                try:
+                    self.refresh(connection, need, wait=0)
+                    outcome = "refreshed"
+                except TokenVendError:
+                    outcome = "failed"
+                except Exception:
+                    logger.exception("scheduled refresh crashed", extra=_ids(self, connection))
+                    outcome = "failed"
+                with lock:
+                    setattr(report, outcome, getattr(report, outcome) + 1)
+
+        workers = [
+            threading.Thread(target=worker, name=f"refresh-{i}", daemon=True)
+            for i in range(min(self.settings.schedule_concurrency, len(due)))
+        ]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
+        report.deferred = report.due - report.refreshed - report.failed - report.skipped
+
+
+class Failed(Exception):
+    """A classified failure inside an attempt."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.error.message)
+        self.failure = failure
+
+
+class _Fresh(Exception):
+    """The current token was refreshed within the cool-down: it is the answer."""
+
+    def __init__(self, state: ConnectionState) -> None:
+        super().__init__("fresh")
+        self.state = state
+
+
+def _ids(refresher: Refresher, connection: str) -> dict[str, str]:
+    return {"provider": refresher.provider, "connection": connection}
+
+
+def _unsaved(provider: str, connection: str, token: Token) -> ConnectionState:
+    return ConnectionState(
+        provider=provider,
+        connection=connection,
+        access_token=token.access_token,
+        token_type=token.token_type,
+        scope=token.scope,
+        expires_at=token.expires_at,
+    )

@@ -1,0 +1,67 @@
+"""Settings: environment variables parsed once, at start, into a typed object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class SettingsError(ValueError):
+    """An environment variable is missing or malformed: the function cannot start."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    table_name: str
+    secrets_prefix: str = "tokenvend/"
+    provider: str = ""
+    provider_function_prefix: str = "tokenvend-"
+    refresh_lead: int = 900
+    schedule_interval: int = 300
+    cool_down: int = 30
+    memory_cache: int = 30
+    lease_seconds: int = 30
+    default_lifetime: int = 3300
+    attempt_deadline: int = 12
+    lease_wait: int = 10
+    schedule_concurrency: int = 16
+    schedule_margin: int = 15
+    backoff_cap: int = 3600
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        table = env.get("TABLE_NAME", "")
+        if not table:
+            raise SettingsError("TABLE_NAME is not set")
+        return cls(
+            table_name=table,
+            secrets_prefix=env.get("SECRETS_PREFIX", "tokenvend/"),
+            provider=env.get("PROVIDER", ""),
+            provider_function_prefix=env.get("PROVIDER_FUNCTION_PREFIX", "tokenvend-"),
+            refresh_lead=_int(env, "REFRESH_LEAD_SECONDS", 900, 0, 86400),
+            schedule_interval=60 * _int(env, "SCHEDULE_RATE_MINUTES", 5, 1, 1440),
+            cool_down=_int(env, "COOL_DOWN_SECONDS", 30, 0, 3600),
+            memory_cache=_int(env, "MEMORY_CACHE_SECONDS", 30, 0, 3600),
+            lease_seconds=_int(env, "LEASE_SECONDS", 30, 1, 900),
+            default_lifetime=_int(env, "DEFAULT_LIFETIME_SECONDS", 3300, 60, 86400 * 30),
+            attempt_deadline=_int(env, "ATTEMPT_DEADLINE_SECONDS", 12, 1, 600),
+            lease_wait=_int(env, "LEASE_WAIT_SECONDS", 10, 0, 600),
+            schedule_concurrency=_int(env, "SCHEDULE_CONCURRENCY", 16, 1, 256),
+            schedule_margin=_int(env, "SCHEDULE_MARGIN_SECONDS", 15, 1, 600),
+            backoff_cap=_int(env, "BACKOFF_CAP_SECONDS", 3600, 60, 86400),
+        )
