@@ -2,7 +2,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
-SAM := $(VENV)/bin/sam
+# SAM CLI pins boto3 and signs with awscrt: it lives in a virtual environment of its own so
+# that the tests run with the same boto3 and signing as the project's users.
+SAM_VENV ?= .venv-sam
+SAM := $(SAM_VENV)/bin/sam
 
 .PHONY: local test lint unit bench build validate deploy clean
 
@@ -31,8 +34,10 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench
 
-$(SAM): $(STAMP)
-	$(PY) -m pip install --quiet "aws-sam-cli>=1.120,<2"
+$(SAM):
+	python3 -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet "aws-sam-cli>=1.120,<2"
 
 ## validate / build: what CI checks besides the tests
 validate: $(SAM)
@@ -46,4 +51,4 @@ deploy: build
 	$(SAM) deploy $(ARGS)
 
 clean:
-	rm -rf $(VENV) .aws-sam .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .mypy_cache .pytest_cache .ruff_cache

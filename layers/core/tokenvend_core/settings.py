@@ -34,10 +34,10 @@ class Settings:
     schedule_interval: int = 300
     cool_down: int = 30
     memory_cache: int = 30
-    lease_seconds: int = 30
+    lease_seconds: int = 60
     default_lifetime: int = 3300
-    attempt_deadline: int = 12
-    lease_wait: int = 10
+    attempt_deadline: int = 10
+    lease_wait: int = 5
     schedule_concurrency: int = 16
     schedule_margin: int = 15
     backoff_cap: int = 3600
@@ -57,10 +57,10 @@ class Settings:
             schedule_interval=60 * _int(env, "SCHEDULE_RATE_MINUTES", 5, 1, 1440),
             cool_down=_int(env, "COOL_DOWN_SECONDS", 30, 0, 3600),
             memory_cache=_int(env, "MEMORY_CACHE_SECONDS", 30, 0, 3600),
-            lease_seconds=_int(env, "LEASE_SECONDS", 30, 1, 900),
+            lease_seconds=_int(env, "LEASE_SECONDS", 60, 1, 900),
             default_lifetime=_int(env, "DEFAULT_LIFETIME_SECONDS", 3300, 60, 86400 * 30),
-            attempt_deadline=_int(env, "ATTEMPT_DEADLINE_SECONDS", 12, 1, 600),
-            lease_wait=_int(env, "LEASE_WAIT_SECONDS", 10, 0, 600),
+            attempt_deadline=_int(env, "ATTEMPT_DEADLINE_SECONDS", 10, 1, 600),
+            lease_wait=_int(env, "LEASE_WAIT_SECONDS", 5, 0, 600),
             schedule_concurrency=_int(env, "SCHEDULE_CONCURRENCY", 16, 1, 256),
             schedule_margin=_int(env, "SCHEDULE_MARGIN_SECONDS", 15, 1, 600),
             backoff_cap=_int(env, "BACKOFF_CAP_SECONDS", 3600, 60, 86400),
