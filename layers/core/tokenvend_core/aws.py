@@ -33,7 +33,7 @@ def client(service: str, **kwargs: Any) -> Any:
     config = Config(
         connect_timeout=2,
         read_timeout=kwargs.pop("read_timeout", 5),
-        retries={"mode": "standard", "max_attempts": 3},
+        retries={"mode": "standard", "max_attempts": kwargs.pop("max_attempts", 3)},
         tcp_keepalive=True,
     )
     return boto3.session.Session().client(service, config=config, **kwargs)
