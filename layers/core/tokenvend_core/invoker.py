@@ -61,16 +61,10 @@ class LambdaInvoker:
             event["newer_than"] = newer_than
         if caller_arn:
             event["caller_arn"] = caller_arn
-        with aws_call(f"the {provider} function"):
-            answer = self._client.invoke(
-                FunctionName=f"{self._prefix}{provider}",
-                InvocationType="RequestResponse",
-                Payload=json.dumps(event).encode(),
-            )
-        payload = answer["Payload"].read()
-        if answer.get("FunctionError"):
+        function_error, payload = self._invoke(f"{self._prefix}{provider}", json.dumps(event))
+        if function_error:
             raise ProviderUnavailable(
-                f"the {provider} function failed ({answer['FunctionError']}); try again shortly",
+                f"the {provider} function failed ({function_error}); try again shortly",
                 retry_after=5,
             )
         try:
@@ -82,3 +76,13 @@ class LambdaInvoker:
         if not data.get("ok"):
             raise error_from_dict(data.get("error"))
         return state_from_wire(provider, connection, data.get("token"))
+
+    def _invoke(self, function_name: str, payload: str) -> tuple[str | None, bytes]:
+        """One synchronous invocation: (the FunctionError, if any; the payload)."""
+        with aws_call(f"the function {function_name}"):
+            answer = self._client.invoke(
+                FunctionName=function_name,
+                InvocationType="RequestResponse",
+                Payload=payload.encode(),
+            )
+            return answer.get("FunctionError"), answer["Payload"].read()

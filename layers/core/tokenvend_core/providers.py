@@ -197,9 +197,11 @@ def token_url(spec: ProviderSpec, secret: dict[str, Any]) -> str:
 def client_auth(spec: ProviderSpec, secret: dict[str, Any], url: str) -> str:
     if secret.get("client_auth"):
         return str(secret["client_auth"])
-    if not secret.get("token_url") and url in spec.url_client_auth:
-        return spec.url_client_auth[url]
-    return spec.url_client_auth.get(url, spec.client_auth)
+    path = urlsplit(url).path
+    for ending, auth in spec.url_client_auth.items():
+        if path.endswith(ending):
+            return auth
+    return spec.client_auth
 
 
 def build_request(
