@@ -12,9 +12,6 @@ from types import ModuleType
 from typing import Any
 
 import boto3
-
-from tokenvend.sandbox import Sandbox
-from tokenvend.template import load_template, table_definition
 from tokenvend_core.endpoint import RetryPolicy, TokenEndpoint
 from tokenvend_core.invoker import LambdaInvoker
 from tokenvend_core.providers import spec_for
@@ -23,6 +20,9 @@ from tokenvend_core.secrets import SecretStore
 from tokenvend_core.settings import Settings
 from tokenvend_core.store import TokenStore
 from tokenvend_core.vend import Vendor
+
+from tokenvend.sandbox import Sandbox
+from tokenvend.template import load_template, table_definition
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"
@@ -137,7 +137,9 @@ class Stack:
         """Register a sandbox client and put the matching connection secret."""
         value = connection_secret(self.sandbox, provider, connection)
         lifetime = extra.pop("lifetime", None)
-        attrs = {k: v for k, v in value.items() if k in ("tenant_id", "scope", "corp_id", "redirect_uri")}
+        attrs = {
+            k: v for k, v in value.items() if k in ("tenant_id", "scope", "corp_id", "redirect_uri")
+        }
         if lifetime is not None:
             attrs["lifetime"] = lifetime
         self.sandbox.register(provider, value["client_id"], value["client_secret"], **attrs)
@@ -153,21 +155,29 @@ class Stack:
             "wps365", {"action": "authorize", "connection": connection, "code": code}
         )
 
-    def vend(self, method: str, provider: str, connection: str = "demo", **kw: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def vend(
+        self, method: str, provider: str, connection: str = "demo", **kw: Any
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         answer = self.vend_function.lambda_handler(
-            api_event(method, provider, connection, **kw), LambdaContext("tokenvend-test-vend", 20_000)
+            api_event(method, provider, connection, **kw),
+            LambdaContext("tokenvend-test-vend", 20_000),
         )
         return answer["statusCode"], json.loads(answer["body"]), answer["headers"]
 
     def call_provider(self, provider: str, payload: dict[str, Any]) -> dict[str, Any]:
         module = self.provider_functions[provider]
-        result: dict[str, Any] = module.lambda_handler(payload, LambdaContext(f"tokenvend-test-{provider}"))
+        result: dict[str, Any] = module.lambda_handler(
+            payload, LambdaContext(f"tokenvend-test-{provider}")
+        )
         return result
 
 
 def connection_secret(sandbox: Sandbox, provider: str, connection: str) -> dict[str, Any]:
     client_id = f"{provider}-{connection}-client"
-    base: dict[str, Any] = {"client_id": client_id, "client_secret": f"{CLIENT_SECRET}-{provider}-{connection}"}
+    base: dict[str, Any] = {
+        "client_id": client_id,
+        "client_secret": f"{CLIENT_SECRET}-{provider}-{connection}",
+    }
     if provider == "aspose":
         base["token_url"] = sandbox.token_url("aspose")
     elif provider == "wps365":
@@ -192,12 +202,14 @@ def create_table(client: Any, name: str = TABLE) -> None:
 def build_stack(sandbox: Sandbox, *, clock: Any = None, **overrides: Any) -> Stack:
     """Every function of the template, wired to moto (whatever endpoint boto3 is set to)."""
     settings = Settings(
-        table_name=TABLE,
-        provider_function_prefix="tokenvend-test-",
-        cool_down=0,
-        lease_wait=5,
-        attempt_deadline=3,
-        **overrides,
+        **{
+            "table_name": TABLE,
+            "provider_function_prefix": "tokenvend-test-",
+            "cool_down": 0,
+            "lease_wait": 5,
+            "attempt_deadline": 3,
+            **overrides,
+        }
     )
     ddb = boto3.client("dynamodb")
     tokens = TokenStore(ddb, TABLE)

@@ -8,6 +8,8 @@ lease (a conditional write) mean the same thing locally as in AWS.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -31,6 +33,11 @@ class MotoServer:
         return f"http://{host}:{port}"
 
     def start(self) -> MotoServer:
+        """Serve, starting from empty: moto's backends live in this process and outlast any
+        earlier server in it."""
+        from moto.moto_api import _internal
+
+        _internal.moto_api_backend.reset()
         self._thread.start()
         return self
 
@@ -44,3 +51,72 @@ class MotoServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller behind an access key: what API Gateway puts in requestContext.identity."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    arn: str
+    user_id: str
+    account_id: str
+    session_token: str | None = field(default=None, repr=False)
+    expired: bool = False
+
+
+class MotoKeys:
+    """The access keys issued by this process's moto: IAM users' keys (CreateAccessKey) and
+    STS's temporary credentials (AssumeRole).
+
+    Verifying a SigV4 signature needs the secret key, which IAM never gives out again after
+    CreateAccessKey; the moto server runs in this process, so its backends are read directly
+    rather than keeping a second record of the keys that could drift from IAM's (a key
+    deleted or deactivated through IAM stops working at once, as in AWS)."""
+
+    def lookup(self, access_key_id: str) -> Principal | None:
+        for _ in range(3):  # the moto thread may change the dictionaries under us: retry
+            try:
+                return self._user_key(access_key_id) or self._session_key(access_key_id)
+            except RuntimeError:
+                continue
+        return None
+
+    def _user_key(self, access_key_id: str) -> Principal | None:
+        from moto.iam.models import iam_backends
+
+        for account_id in list(iam_backends.keys()):
+            for backend in list(iam_backends[account_id].values()):
+                for user in list(backend.users.values()):
+                    for key in list(user.access_keys):
+                        if key.access_key_id == access_key_id and key.status == "Active":
+                            return Principal(
+                                access_key_id=access_key_id,
+                                secret_access_key=key.secret_access_key,
+                                arn=user.arn,
+                                user_id=user.id,
+                                account_id=account_id,
+                            )
+        return None
+
+    def _session_key(self, access_key_id: str) -> Principal | None:
+        from moto.sts.models import sts_backends
+
+        for account_id in list(sts_backends.keys()):
+            for backend in list(sts_backends[account_id].values()):
+                for role in list(backend.assumed_roles):
+                    if role.access_key_id == access_key_id:
+                        expiration = role.expiration
+                        if expiration.tzinfo is None:
+                            expiration = expiration.replace(tzinfo=UTC)
+                        return Principal(
+                            access_key_id=access_key_id,
+                            secret_access_key=role.secret_access_key,
+                            arn=role.arn,
+                            user_id=role.user_id,
+                            account_id=role.account_id,
+                            session_token=role.session_token,
+                            expired=expiration <= datetime.now(UTC),
+                        )
+        return None

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from support import FAST, REDIRECT_URI, connection_secret
-
-from tokenvend.sandbox import Fault, Sandbox
 from tokenvend_core.endpoint import RetryPolicy, TokenEndpoint
 from tokenvend_core.errors import AuthorizationRequired, ProviderRejected, ProviderUnavailable
 from tokenvend_core.providers import Failure, build_request, spec_for, validate_secret
 from tokenvend_core.tokens import Token
+
+from tokenvend.sandbox import Fault, Sandbox
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +32,21 @@ def clean(sandbox: Sandbox) -> None:
 
 def configured(sandbox: Sandbox, provider: str, **extra: Any) -> dict[str, Any]:
     value = connection_secret(sandbox, provider, "t")
-    attrs = {k: v for k, v in value.items() if k in ("tenant_id", "scope", "corp_id", "redirect_uri")}
+    attrs = {
+        k: v for k, v in value.items() if k in ("tenant_id", "scope", "corp_id", "redirect_uri")
+    }
     sandbox.register(provider, value["client_id"], value["client_secret"], **attrs)
     value.update(extra)
     return validate_secret(spec_for(provider), value)
 
 
 def fetch(
-    provider: str, secret: dict[str, Any], *, policy: RetryPolicy = FAST, deadline: float = 3.0, **kw: Any
+    provider: str,
+    secret: dict[str, Any],
+    *,
+    policy: RetryPolicy = FAST,
+    deadline: float = 3.0,
+    **kw: Any,
 ) -> Token | Failure:
     spec = spec_for(provider)
     request = build_request(spec, secret, **kw)
@@ -190,7 +197,11 @@ REJECTIONS = [
 def test_rejections_are_permanent_and_carry_the_providers_code(
     sandbox: Sandbox, provider: str, fault: Fault, error: type, permanent: bool, shown: str
 ) -> None:
-    secret = configured(sandbox, provider, refresh_token="rt-1") if provider == "wps365" else configured(sandbox, provider)
+    secret = (
+        configured(sandbox, provider, refresh_token="rt-1")
+        if provider == "wps365"
+        else configured(sandbox, provider)
+    )
     sandbox.inject(provider, fault)
     outcome = fetch(provider, secret)
     assert isinstance(outcome, Failure)
@@ -217,7 +228,9 @@ TRANSIENT = [
 
 
 @pytest.mark.parametrize(("provider", "fault"), TRANSIENT)
-def test_transient_failures_are_retried_then_succeed(sandbox: Sandbox, provider: str, fault: Fault) -> None:
+def test_transient_failures_are_retried_then_succeed(
+    sandbox: Sandbox, provider: str, fault: Fault
+) -> None:
     secret = configured(sandbox, provider)
     sandbox.inject(provider, fault, fault)
     outcome = fetch(provider, secret)
@@ -226,7 +239,9 @@ def test_transient_failures_are_retried_then_succeed(sandbox: Sandbox, provider:
 
 
 @pytest.mark.parametrize(("provider", "fault"), TRANSIENT)
-def test_transient_failures_that_persist_end_as_unavailable(sandbox: Sandbox, provider: str, fault: Fault) -> None:
+def test_transient_failures_that_persist_end_as_unavailable(
+    sandbox: Sandbox, provider: str, fault: Fault
+) -> None:
     secret = configured(sandbox, provider)
     sandbox.inject(provider, *[fault] * 4)
     outcome = fetch(provider, secret)
@@ -281,7 +296,9 @@ def test_connection_refused_is_transient() -> None:
 
 def test_redirects_are_never_followed(sandbox: Sandbox) -> None:
     secret = configured(sandbox, "azure")
-    sandbox.inject("azure", Fault.redirect("https://login.partner.microsoftonline.cn/t/oauth2/v2.0/token?x=1"))
+    sandbox.inject(
+        "azure", Fault.redirect("https://login.partner.microsoftonline.cn/t/oauth2/v2.0/token?x=1")
+    )
     outcome = fetch("azure", secret)
     assert isinstance(outcome, Failure) and isinstance(outcome.error, ProviderRejected)
     assert "login.partner.microsoftonline.cn" in outcome.error.message
@@ -291,7 +308,9 @@ def test_redirects_are_never_followed(sandbox: Sandbox) -> None:
 
 def test_query_style_secret_never_reaches_a_message(sandbox: Sandbox) -> None:
     secret = configured(sandbox, "aspose")
-    sandbox.inject("aspose", Fault.redirect(f"{sandbox.url}/elsewhere?client_secret={secret['client_secret']}"))
+    sandbox.inject(
+        "aspose", Fault.redirect(f"{sandbox.url}/elsewhere?client_secret={secret['client_secret']}")
+    )
     outcome = fetch("aspose", secret)
     assert isinstance(outcome, Failure)
     assert secret["client_secret"] not in outcome.error.message
@@ -299,7 +318,9 @@ def test_query_style_secret_never_reaches_a_message(sandbox: Sandbox) -> None:
 
 def test_echoed_secret_in_a_description_is_scrubbed(sandbox: Sandbox) -> None:
     secret = configured(sandbox, "oauth2")
-    sandbox.inject("oauth2", Fault.oauth_error("invalid_client", 401, f"bad secret {secret['client_secret']}"))
+    sandbox.inject(
+        "oauth2", Fault.oauth_error("invalid_client", 401, f"bad secret {secret['client_secret']}")
+    )
     outcome = fetch("oauth2", secret)
     assert isinstance(outcome, Failure)
     assert secret["client_secret"] not in outcome.error.message

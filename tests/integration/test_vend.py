@@ -9,9 +9,9 @@ from typing import Any
 import boto3
 import pytest
 from support import CALLER, LambdaContext, Stack, api_event
+from tokenvend_core.tokens import sha256_hex
 
 from tokenvend.sandbox import Fault
-from tokenvend_core.tokens import sha256_hex
 
 
 def count_calls(client: Any, operation: str) -> list[str]:
@@ -38,7 +38,14 @@ def test_miss_then_table_hit_then_memory_hit(stack: Stack) -> None:
     status, first, headers = stack.vend("GET", "dingtalk")
     assert status == 200
     assert headers["Cache-Control"] == "no-store" and headers["Pragma"] == "no-cache"
-    assert set(first) >= {"provider", "connection", "access_token", "token_type", "expires_at", "expires_in"}
+    assert set(first) >= {
+        "provider",
+        "connection",
+        "access_token",
+        "token_type",
+        "expires_at",
+        "expires_in",
+    }
     assert first["expires_at"].endswith("Z") and 3500 < first["expires_in"] <= 3600
     assert stack.invoker.invocations == 1
 
@@ -227,6 +234,7 @@ def test_crashing_provider_function_is_503(stack: Stack) -> None:
     stack.provider_functions["oauth2"]._refresher = None  # its wiring fails at the next call
     status, body, headers = stack.vend("GET", "oauth2")
     assert status == 503 and "Retry-After" in headers
+    assert body["error"]["code"] == "provider_unavailable"
 
 
 def test_unknown_route_is_400(stack: Stack) -> None:

@@ -239,13 +239,15 @@ class Refresher:
             )
             return state
         except Failed as failed:
-            stored = True
-            self._record(connection, owner, failed.failure, secret, previous)
+            if code is None:  # a bad code says nothing about the connection's own grant
+                stored = True
+                self._record(connection, owner, failed.failure, secret, previous)
             raise failed.failure.error from None
         except TokenVendError as error:
-            stored = True
-            failure = Failure(error, permanent=False, retry=False)
-            self._record(connection, owner, failure, secret, previous)
+            if code is None:
+                stored = True
+                failure = Failure(error, permanent=False, retry=False)
+                self._record(connection, owner, failure, secret, previous)
             raise
         finally:
             if not stored:
@@ -423,18 +425,21 @@ class Refresher:
                 continue
             state = states.get(connection)
             need = Need(min_ttl=horizon)
-            if state is not None and (
-                (state.error_permanent and state.error_secret_version == version)
-                or state.leased(now)
-                or state.next_attempt_at > now
-            ):
-                report.skipped += 1  # failing for good, being refreshed, or backing off
-                continue
-            if state is None or not state.access_token:
+            changed = False
+            if state is not None:
+                seen = state.error_secret_version if state.error_code else state.secret_version
+                changed = bool(version and seen and version != seen)
+                if state.leased(now) or (
+                    not changed and (state.error_permanent or state.next_attempt_at > now)
+                ):
+                    report.skipped += 1  # being refreshed, failing for good, or backing off
+                    continue
+            # The listing leaves the tokens themselves out: expires_at says whether there is one.
+            if state is None or not state.expires_at:
                 order = 0.0
-            elif version and state.secret_version and version != state.secret_version:
+            elif changed:
                 order, need = float(state.expires_at), Need(newer_than=state.version)
-            elif state.remaining(now) < horizon:
+            elif state.expires_at - now < horizon:
                 order = float(state.expires_at)
             else:
                 continue
@@ -461,6 +466,7 @@ class Refresher:
         budget_ms = (self.settings.schedule_margin + self.settings.attempt_deadline) * 1000
         lock = threading.Lock()
         queue = iter(due)
+        done = {"refreshed": 0, "failed": 0}
 
         def worker() -> None:
             while True:
@@ -480,7 +486,7 @@ class Refresher:
                     logger.exception("scheduled refresh crashed", extra=_ids(self, connection))
                     outcome = "failed"
                 with lock:
-                    setattr(report, outcome, getattr(report, outcome) + 1)
+                    done[outcome] += 1
 
         workers = [
             threading.Thread(target=worker, name=f"refresh-{i}", daemon=True)
@@ -490,7 +496,8 @@ class Refresher:
             thread.start()
         for thread in workers:
             thread.join()
-        report.deferred = report.due - report.refreshed - report.failed - report.skipped
+        report.refreshed, report.failed = done["refreshed"], done["failed"]
+        report.deferred = report.due - report.refreshed - report.failed
 
 
 class Failed(Exception):
