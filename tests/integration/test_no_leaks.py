@@ -1,0 +1,66 @@
+"""No secret, access token or refresh token in any log line, metric or error body: every
+flow runs with recognisable values, and everything that was written is searched for them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from support import CLIENT_SECRET, PROVIDERS, Stack
+from tokenvend_core.tokens import sha256_hex
+
+from tokenvend.sandbox import Fault
+
+
+def test_nothing_secret_is_logged_or_returned_in_errors(
+    stack: Stack, capfd: pytest.CaptureFixture[str]
+) -> None:
+    tokens: set[str] = set()
+    errors: list[str] = []
+    for provider in PROVIDERS:
+        stack.connect(provider)
+    stack.authorize()
+    refresh_tokens = {stack.secrets.get("wps365", "demo").value["refresh_token"]}  # type: ignore[union-attr]
+    for provider in PROVIDERS:
+        status, body, _ = stack.vend("GET", provider)
+        assert status == 200
+        tokens.add(body["access_token"])
+        status, body, _ = stack.vend(
+            "POST",
+            provider,
+            body=json.dumps({"rejected_token_sha256": sha256_hex(body["access_token"])}),
+        )
+        assert status == 200
+        tokens.add(body["access_token"])
+    current_grant = stack.secrets.get("wps365", "demo").value["refresh_token"]  # type: ignore[union-attr]
+    refresh_tokens.add(current_grant)
+
+    # Failures whose bodies echo what was sent, then every error path once more.
+    faults = {
+        "aspose": Fault.oauth_error(
+            "invalid_client", 400, f"secret {CLIENT_SECRET}-aspose-demo is wrong"
+        ),
+        "azure": Fault.azure_error(7000215, "invalid_client", 401),
+        "dingtalk": Fault.dingtalk_error(
+            "invalid.client", message=f"bad {CLIENT_SECRET}-dingtalk-demo"
+        ),
+        "oauth2": Fault.html(500, f"<b>{CLIENT_SECRET}</b>"),
+        "wps365": Fault.wps_error(
+            "invalid_grant", desc=f"refresh token {current_grant} is used up"
+        ),
+    }
+    for provider, fault in faults.items():
+        stack.sandbox.inject(provider, *[fault] * 4)
+        status, body, _ = stack.vend("POST", provider, body=None)
+        assert status == 200 and body["stale"] is True  # an error, told beside the cached token
+        errors.append(json.dumps(body["refresh_error"]))
+        status, body, _ = stack.vend("GET", provider, "missing")
+        assert status == 404
+        errors.append(json.dumps(body))
+
+    out, err = capfd.readouterr()
+    written = out + err + "\n".join(errors)
+    assert "provider_rejected" in written or "authorization_required" in written  # it did log
+    for value in tokens | refresh_tokens:
+        assert value not in written
+    assert CLIENT_SECRET not in written
