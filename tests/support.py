@@ -245,6 +245,8 @@ def build_stack(sandbox: Sandbox, *, clock: Any = None, **overrides: Any) -> Sta
         invoker=None,  # type: ignore[arg-type]
     )
     stack.invoker = InProcessInvoker(stack)
-    stack.vendor = Vendor(tokens, stack.invoker, memory_seconds=settings.memory_cache, **extra)
+    stack.vendor = Vendor(
+        tokens, stack.invoker, memory_seconds=settings.memory_cache, skew=settings.clock_skew, **extra
+    )
     vend_module._vendor = stack.vendor
     return stack

@@ -48,6 +48,7 @@ def handle(event: Any, refresher: Refresher, remaining_ms: Callable[[], int]) ->
                 min_ttl=parse_min_ttl(event.get("min_ttl", 0)),
                 rejected_sha256=rejected.lower() if rejected else None,
                 newer_than=newer_than,
+                skew=refresher.settings.clock_skew,
             )
             state = refresher.refresh(connection, need, caller_arn=caller)
             return {"ok": True, "token": state_to_wire(state)}

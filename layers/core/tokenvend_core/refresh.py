@@ -41,16 +41,19 @@ POLL = 0.1
 
 @dataclass(frozen=True, slots=True)
 class Need:
-    """What a caller needs of the current token before it will take it."""
+    """What a caller needs of the current token before it will take it. `skew` is how far
+    another container's clock may be ahead: a token is treated as expiring that much early."""
 
     min_ttl: float = 0
     rejected_sha256: str | None = None
     newer_than: int | None = None
+    skew: float = 0
 
     def met_by(self, state: ConnectionState | None, now: float) -> bool:
-        if state is None or not state.valid(now):
+        at = now + self.skew
+        if state is None or not state.valid(at):
             return False
-        if state.remaining(now) < self.min_ttl:
+        if state.remaining(at) < self.min_ttl:
             return False
         if self.rejected_sha256 and state.token_sha256() == self.rejected_sha256:
             return False
@@ -180,7 +183,7 @@ class Refresher:
         if error is not None:
             error.retry_after = retry_after if error.retry_after is None else error.retry_after
             raise error
-        if state.valid(now) and not (
+        if state.valid(now + self.settings.clock_skew) and not (
             need.rejected_sha256 and state.token_sha256() == need.rejected_sha256
         ):
             # Refreshed within the cool-down: this is the freshest token there is.
@@ -230,7 +233,7 @@ class Refresher:
                     "lease lost before the token was stored", extra=_ids(self, connection)
                 )
                 current = self.tokens.get(self.provider, connection, consistent=True)
-                if current is not None and current.valid(now):
+                if current is not None and current.valid(now + self.settings.clock_skew):
                     return current
                 return _unsaved(self.provider, connection, token)
             logger.info(

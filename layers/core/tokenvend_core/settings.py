@@ -41,6 +41,7 @@ class Settings:
     schedule_concurrency: int = 16
     schedule_margin: int = 15
     backoff_cap: int = 3600
+    clock_skew: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -64,4 +65,5 @@ class Settings:
             schedule_concurrency=_int(env, "SCHEDULE_CONCURRENCY", 16, 1, 256),
             schedule_margin=_int(env, "SCHEDULE_MARGIN_SECONDS", 15, 1, 600),
             backoff_cap=_int(env, "BACKOFF_CAP_SECONDS", 3600, 60, 86400),
+            clock_skew=_int(env, "CLOCK_SKEW_SECONDS", 30, 0, 300),
         )

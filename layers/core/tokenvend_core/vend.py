@@ -66,19 +66,21 @@ class Vendor:
         invoker: Invoker,
         *,
         memory_seconds: float,
+        skew: float = 30,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tokens = tokens
         self._invoker = invoker
         self._memory_seconds = memory_seconds
+        self._skew = skew
         self._memory: dict[tuple[str, str], tuple[ConnectionState, float]] = {}
         self._clock = clock
         self._monotonic = monotonic
 
     def get(self, provider: str, connection: str, min_ttl: int, caller_arn: str | None) -> Vended:
         now = self._clock()
-        need = Need(min_ttl=min_ttl)
+        need = Need(min_ttl=min_ttl, skew=self._skew)
         key = (provider, connection)
         remembered = self._memory.get(key)
         if remembered is not None:
@@ -105,7 +107,7 @@ class Vendor:
         if rejected_sha256 is not None:
             if (
                 cached is not None
-                and cached.valid(now)
+                and cached.valid(now + self._skew)
                 and cached.token_sha256() != rejected_sha256
             ):
                 self._remember(cached)
@@ -147,11 +149,11 @@ class Vendor:
             )
         except RefreshFailed as error:
             now = self._clock()
-            if cached is not None and cached.valid(now):
+            if cached is not None and cached.valid(now + self._skew):
                 metrics.add_metric(name="VendStale", unit=MetricUnit.Count, value=1)
                 return Vended(cached, "table", stale_error=error)
             raise
-        if not fresh.valid(self._clock()):
+        if not fresh.valid(self._clock() + self._skew):
             raise ProviderUnavailable("the provider function returned an expired token")
         self._remember(fresh)
         return self._serve(fresh, caller_arn, "provider")
