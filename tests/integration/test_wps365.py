@@ -50,13 +50,13 @@ def test_refresh_rotates_and_stores_the_new_refresh_token(stack: Stack) -> None:
     assert status == 200 and third["access_token"] != fresh["access_token"]
 
 
-def test_a_refresh_token_that_cannot_be_stored_means_no_token_is_stored_or_served(
+def test_a_refresh_token_the_secret_will_not_take_is_kept_in_the_table_until_it_does(
     stack: Stack,
 ) -> None:
-    stack.connect("wps365")
+    value = stack.connect("wps365")
     stack.authorize()
     _, token, _ = stack.vend("GET", "wps365")
-    state = stack.tokens.get("wps365", "demo")
+    before = current_secret(stack)["refresh_token"]
 
     def refuse(**_: Any) -> None:
         raise ClientError(
@@ -66,12 +66,26 @@ def test_a_refresh_token_that_cannot_be_stored_means_no_token_is_stored_or_serve
     stack.secrets._client.meta.events.register("before-call.secrets-manager.PutSecretValue", refuse)
     stack.refreshers["wps365"]._sleep = lambda _: None
     status, body, _ = stack.vend("POST", "wps365", body=None)
-    # The cached token has not expired: served, marked stale; the new one went nowhere.
-    assert status == 200 and body["stale"] is True
-    assert body["access_token"] == token["access_token"]
-    after = stack.tokens.get("wps365", "demo")
-    assert after is not None and state is not None
-    assert after.access_token == state.access_token and after.version == state.version
+    assert status == 200 and "stale" not in body and body["access_token"] != token["access_token"]
+    rotated = stack.sandbox.refresh_token_of(value["client_id"])
+    assert current_secret(stack)["refresh_token"] == before != rotated
+    state = stack.tokens.get("wps365", "demo", consistent=True)
+    assert state is not None and state.pending_refresh_token == rotated
+    # The vend function never reads it.
+    public = stack.tokens.get("wps365", "demo", public=True)
+    assert public is not None and public.pending_refresh_token is None
+
+    # Secrets Manager is back: the next refresh spends the kept grant and stores its successor.
+    stack.secrets._client.meta.events.unregister(
+        "before-call.secrets-manager.PutSecretValue", refuse
+    )
+    status, body, _ = stack.vend("POST", "wps365", body=None)
+    assert status == 200 and "stale" not in body
+    assert current_secret(stack)["refresh_token"] == stack.sandbox.refresh_token_of(
+        value["client_id"]
+    )
+    state = stack.tokens.get("wps365", "demo", consistent=True)
+    assert state is not None and state.pending_refresh_token is None
 
 
 def test_reused_code_is_refused_without_touching_the_grant(stack: Stack) -> None:

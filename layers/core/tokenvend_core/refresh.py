@@ -34,7 +34,7 @@ from .providers import Failure, ProviderSpec, build_request, validate_secret
 from .secrets import ConnectionSecret, SecretStore
 from .settings import Settings
 from .store import ConnectionState, TokenStore
-from .tokens import Token
+from .tokens import Token, sha256_hex
 
 POLL = 0.1
 
@@ -209,12 +209,17 @@ class Refresher:
         """Holding the lease: fetch, store the rotated refresh token, store the token."""
         stored = False
         try:
+            suspect = False
             if self.spec.uses_refresh_token and code is None:
-                # The refresh token may have rotated since it was read.
-                secret, config = self._secret(connection)
-            token = self._fetch(connection, config, code=code, redirect_uri=redirect_uri)
+                secret, config, suspect = self._grant_to_spend(connection, owner)
+            try:
+                token = self._fetch(connection, config, code=code, redirect_uri=redirect_uri)
+            except Failed as failed:
+                if suspect and isinstance(failed.failure.error, AuthorizationRequired):
+                    raise Failed(_lost_rotation(failed.failure)) from None
+                raise
             if self.spec.uses_refresh_token:
-                secret = self._keep_refresh_token(connection, config, token, secret, code)
+                secret = self._keep_refresh_token(connection, owner, config, token, secret, code)
             now = self._clock()
             state = self.tokens.save_token(
                 self.provider,
@@ -288,9 +293,46 @@ class Refresher:
         if isinstance(outcome, Failure) and outcome.retry:
             metrics.add_metric(name="TokenEndpointRetry", unit=MetricUnit.Count, value=1)
 
+    def _grant_to_spend(
+        self, connection: str, owner: str
+    ) -> tuple[ConnectionSecret, dict[str, Any], bool]:
+        """Holding the lease, before a refresh-token grant: the newest refresh token (the
+        secret's, or a fallback copy the secret did not take), noted as in flight. Also says
+        whether an earlier attempt died while spending this very grant."""
+        secret, config = self._secret(connection)  # it may have rotated since it was read
+        current = self.tokens.get(self.provider, connection, consistent=True)
+        pending = current.pending_refresh_token if current is not None else None
+        if current is not None and pending:
+            if pending != config.get("refresh_token"):
+                config = {**config, "refresh_token": pending}
+                if current.pending_refresh_expires_at is not None:
+                    config["refresh_expires_at"] = current.pending_refresh_expires_at
+                try:
+                    secret = ConnectionSecret(
+                        config, self.secrets.put(self.provider, connection, config)
+                    )
+                except TokenVendError:
+                    logger.warning(
+                        "the fallback refresh token is not in the secret yet; using it",
+                        extra=_ids(self, connection),
+                    )
+                    return secret, config, False
+                logger.info(
+                    "moved the fallback refresh token into the secret", extra=_ids(self, connection)
+                )
+            self.tokens.clear_pending_grant(self.provider, connection, owner, pending)
+        grant = config.get("refresh_token")
+        if not grant:
+            return secret, config, False
+        digest = sha256_hex(grant)
+        suspect = current is not None and current.grant_in_flight == digest
+        self.tokens.mark_grant_in_flight(self.provider, connection, owner, digest, self._clock())
+        return secret, config, suspect
+
     def _keep_refresh_token(
         self,
         connection: str,
+        owner: str,
         config: dict[str, Any],
         token: Token,
         secret: ConnectionSecret,
@@ -326,8 +368,26 @@ class Refresher:
                     extra={**_ids(self, connection), "attempt": attempt + 1},
                 )
                 self._sleep(min(2.0, 0.2 * 2**attempt))
-        metrics.add_metric(name="RefreshTokenNotStored", unit=MetricUnit.Count, value=1)
-        logger.error("the rotated refresh token could not be stored", extra=_ids(self, connection))
+        # The fallback place: the token table, under the lease. The next attempt moves it
+        # into the secret; until then an alarm watches RefreshTokenInFallback.
+        try:
+            kept = self.tokens.save_pending_grant(
+                self.provider, connection, owner, token.refresh_token, token.refresh_expires_at
+            )
+        except TokenVendError:
+            kept = False
+        if kept:
+            metrics.add_metric(name="RefreshTokenInFallback", unit=MetricUnit.Count, value=1)
+            logger.error(
+                "Secrets Manager did not take the rotated refresh token; it is kept in the "
+                "token table until it does",
+                extra=_ids(self, connection),
+            )
+            return secret
+        metrics.add_metric(name="RefreshTokenLost", unit=MetricUnit.Count, value=1)
+        logger.critical(
+            "the rotated refresh token could not be stored", extra=_ids(self, connection)
+        )
         raise Internal("the provider's new refresh token could not be stored") from last
 
     def _record(
@@ -517,6 +577,15 @@ class _Fresh(Exception):
     def __init__(self, state: ConnectionState) -> None:
         super().__init__("fresh")
         self.state = state
+
+
+def _lost_rotation(failure: Failure) -> Failure:
+    error = AuthorizationRequired(
+        "the refresh grant was refused after an earlier refresh ended between the provider's "
+        "answer and storing its new refresh token; authorize the connection again with "
+        "`tokenvend authorize PROVIDER CONNECTION --code CODE`"
+    )
+    return Failure(error, permanent=True, retry=False)
 
 
 def _ids(refresher: Refresher, connection: str) -> dict[str, str]:

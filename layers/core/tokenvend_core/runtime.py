@@ -23,9 +23,7 @@ def build_vendor(settings: Settings) -> Vendor:
     )
     lambda_client.meta.config.retries = {"mode": "standard", "max_attempts": 1}
     invoker = LambdaInvoker(lambda_client, settings.provider_function_prefix)
-    return Vendor(
-        tokens, invoker, memory_seconds=settings.memory_cache, skew=settings.clock_skew
-    )
+    return Vendor(tokens, invoker, memory_seconds=settings.memory_cache, skew=settings.clock_skew)
 
 
 def build_refresher(settings: Settings) -> Refresher:

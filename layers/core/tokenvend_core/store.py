@@ -15,8 +15,23 @@ from .aws import aws_call
 from .errors import TokenVendError, error_from_dict
 from .tokens import Token, sha256_hex
 
-_CONDITION_NAMES = {"#lo": "lease_owner", "#le": "lease_expires_at", "#la": "last_attempt_at"}
-TTL_GRACE = 86400  # how long an expired item is kept for its diagnostics before TTL may remove it
+_CONDITION_NAMES = {
+    "#lo": "lease_owner",
+    "#le": "lease_expires_at",
+    "#la": "last_attempt_at",
+    "#pg": "pending_refresh_token",
+}
+TTL_GRACE = 86400
+# What the vend function reads: never the fallback copy of a refresh token.
+PUBLIC = (
+    "provider", "connection", "access_token", "token_type", "scope", "expires_at", "version",
+    "refreshed_at", "allowed_principals",
+)  # fmt: skip
+_IN_FLIGHT = ("grant_in_flight", "grant_in_flight_at")
+_PENDING = (
+    "pending_refresh_token",
+    "pending_refresh_expires_at",
+)  # how long an expired item is kept for its diagnostics before TTL may remove it
 
 _HEALTH = (
     "lease_owner",
@@ -57,7 +72,10 @@ class ConnectionState:
     failing_since: float | None = None
     failures: int = 0
     next_attempt_at: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    pending_refresh_token: str | None = field(default=None, repr=False)
+    pending_refresh_expires_at: int | None = None
+    grant_in_flight: str | None = None
+    grant_in_flight_at: float = 0.0
 
     def __repr__(self) -> str:
         return (
@@ -125,6 +143,14 @@ def state_from_item(item: dict[str, Any]) -> ConnectionState:
         failing_since=float(_num(item["failing_since"])) if "failing_since" in item else None,
         failures=int(_num(item.get("failures"))),
         next_attempt_at=float(_num(item.get("next_attempt_at"))),
+        pending_refresh_token=item.get("pending_refresh_token"),
+        pending_refresh_expires_at=(
+            int(_num(item["pending_refresh_expires_at"]))
+            if item.get("pending_refresh_expires_at") is not None
+            else None
+        ),
+        grant_in_flight=item.get("grant_in_flight"),
+        grant_in_flight_at=float(_num(item.get("grant_in_flight_at"))),
     )
 
 
@@ -153,13 +179,19 @@ class TokenStore:
         return {name: self._de.deserialize(value) for name, value in raw.items()}
 
     def get(
-        self, provider: str, connection: str, *, consistent: bool = False
+        self, provider: str, connection: str, *, consistent: bool = False, public: bool = False
     ) -> ConnectionState | None:
+        """The connection's item; `public` reads only what the vend function may see."""
+        extra: dict[str, Any] = {}
+        if public:
+            extra["ProjectionExpression"] = ", ".join(f"#p{i}" for i in range(len(PUBLIC)))
+            extra["ExpressionAttributeNames"] = {f"#p{i}": name for i, name in enumerate(PUBLIC)}
         with aws_call("the token table"):
             answer = self._client.get_item(
                 TableName=self._table,
                 Key=self._key(provider, connection),
                 ConsistentRead=consistent,
+                **extra,
             )
         raw = answer.get("Item")
         return state_from_item(self._item(raw)) if raw else None
@@ -299,7 +331,7 @@ class TokenStore:
             "refreshed_at": _dec(now),
             "ttl": token.expires_at + TTL_GRACE,
         }
-        remove = ["scope", "allowed_principals", "secret_version", *_HEALTH]
+        remove = ["scope", "allowed_principals", "secret_version", *_HEALTH, *_IN_FLIGHT]
         remove.remove("last_attempt_at")
         if token.scope:
             set_["scope"] = token.scope
@@ -349,11 +381,64 @@ class TokenStore:
             provider,
             connection,
             set_=set_,
-            remove=("lease_owner", "lease_expires_at", "error_secret_version", "error_retry_after"),
+            remove=(
+                "lease_owner",
+                "lease_expires_at",
+                "error_secret_version",
+                "error_retry_after",
+                *_IN_FLIGHT,
+            ),
             add={"failures": 1},
             if_not_exists=("failing_since",),
             condition="#lo = :owner",
             values={":owner": owner},
+        )
+
+    def mark_grant_in_flight(
+        self, provider: str, connection: str, owner: str, grant_sha256: str, now: float
+    ) -> bool:
+        """Note, before a refresh-token grant is sent, which grant is being spent: if the
+        attempt dies after the provider answered, the next one knows why the grant fails."""
+        return None is not self._update(
+            provider,
+            connection,
+            set_={"grant_in_flight": grant_sha256, "grant_in_flight_at": _dec(now)},
+            condition="#lo = :owner",
+            values={":owner": owner},
+        )
+
+    def save_pending_grant(
+        self,
+        provider: str,
+        connection: str,
+        owner: str,
+        refresh_token: str,
+        refresh_expires_at: int | None,
+    ) -> bool:
+        """The fallback place for a rotated refresh token that Secrets Manager would not take."""
+        set_: dict[str, Any] = {"pending_refresh_token": refresh_token}
+        if refresh_expires_at is not None:
+            set_["pending_refresh_expires_at"] = refresh_expires_at
+        return None is not self._update(
+            provider,
+            connection,
+            set_=set_,
+            remove=_PENDING,
+            condition="#lo = :owner",
+            values={":owner": owner},
+        )
+
+    def clear_pending_grant(
+        self, provider: str, connection: str, owner: str, refresh_token: str
+    ) -> bool:
+        """Forget the fallback copy once the secret holds it (only that very token)."""
+        return None is not self._update(
+            provider,
+            connection,
+            set_={},
+            remove=_PENDING,
+            condition="#lo = :owner AND #pg = :grant",
+            values={":owner": owner, ":grant": refresh_token},
         )
 
     def release(self, provider: str, connection: str, owner: str) -> bool:

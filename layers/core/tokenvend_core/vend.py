@@ -88,7 +88,7 @@ class Vendor:
             if self._monotonic() - at < self._memory_seconds and need.met_by(state, now):
                 return self._serve(state, caller_arn, "memory")
         try:
-            cached = self._tokens.get(provider, connection)
+            cached = self._tokens.get(provider, connection, public=True)
         except ProviderUnavailable:
             # The table is failing: a token this container still holds is as good as any.
             if remembered is not None and need.met_by(remembered[0], now):
@@ -103,7 +103,7 @@ class Vendor:
         self, provider: str, connection: str, rejected_sha256: str | None, caller_arn: str | None
     ) -> Vended:
         now = self._clock()
-        cached = self._tokens.get(provider, connection)
+        cached = self._tokens.get(provider, connection, public=True)
         if rejected_sha256 is not None:
             if (
                 cached is not None
