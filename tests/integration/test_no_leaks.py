@@ -3,6 +3,7 @@ flow runs with recognisable values, and everything that was written is searched 
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -13,7 +14,7 @@ from tokenvend.sandbox import Fault
 
 
 def test_nothing_secret_is_logged_or_returned_in_errors(
-    stack: Stack, capfd: pytest.CaptureFixture[str]
+    stack: Stack, capfd: pytest.CaptureFixture[str], logs: io.StringIO
 ) -> None:
     tokens: set[str] = set()
     errors: list[str] = []
@@ -59,8 +60,10 @@ def test_nothing_secret_is_logged_or_returned_in_errors(
         errors.append(json.dumps(body))
 
     out, err = capfd.readouterr()
-    written = out + err + "\n".join(errors)
-    assert "provider_rejected" in written or "authorization_required" in written  # it did log
+    logged = logs.getvalue()
+    written = out + err + logged + "\n".join(errors)
+    assert "refresh failed" in logged and "provider_rejected" in logged  # it did log
+    assert "RefreshPermanentFailure" in out  # and emitted metrics
     for value in tokens | refresh_tokens:
         assert value not in written
     assert CLIENT_SECRET not in written
