@@ -7,8 +7,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
-from support import Stack, build_stack, create_table
 
+from support import Stack, build_stack, create_table
 from tokenvend.sandbox import Sandbox
 
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import boto3
 import pytest
-from support import Stack
 
+from support import Stack
 from tokenvend.sandbox import Fault
 
 SKEWS = (-30, 0, 30)

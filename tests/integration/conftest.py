@@ -5,8 +5,8 @@ from collections.abc import Iterator
 import boto3
 import pytest
 from moto import mock_aws
-from support import Stack, build_stack, create_table
 
+from support import Stack, build_stack, create_table
 from tokenvend.sandbox import Sandbox
 
 

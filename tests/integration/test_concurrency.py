@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
-from support import Stack, build_stack, create_table
 
+from support import Stack, build_stack, create_table
 from tokenvend.awslocal import MotoServer
 from tokenvend.sandbox import Sandbox
 

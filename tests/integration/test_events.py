@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from support import EVENTS, PROVIDERS, REDIRECT_URI, LambdaContext, Stack, event
 from tokenvend_core.tokens import sha256_hex
 

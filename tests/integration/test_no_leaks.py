@@ -7,10 +7,10 @@ import io
 import json
 
 import pytest
-from support import CLIENT_SECRET, PROVIDERS, Stack
-from tokenvend_core.tokens import sha256_hex
 
+from support import CLIENT_SECRET, PROVIDERS, Stack
 from tokenvend.sandbox import Fault
+from tokenvend_core.tokens import sha256_hex
 
 
 def test_nothing_secret_is_logged_or_returned_in_errors(

@@ -6,10 +6,10 @@ import time
 from dataclasses import replace
 
 import boto3
-from support import LambdaContext, Stack, event
-from tokenvend_core.refresh import Need
 
+from support import LambdaContext, Stack, event
 from tokenvend.sandbox import Fault
+from tokenvend_core.refresh import Need
 
 
 def run(stack: Stack, provider: str, context: LambdaContext | None = None) -> dict[str, int]:

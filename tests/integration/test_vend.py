@@ -8,10 +8,10 @@ from typing import Any
 
 import boto3
 import pytest
-from support import CALLER, LambdaContext, Stack, api_event
-from tokenvend_core.tokens import sha256_hex
 
+from support import CALLER, LambdaContext, Stack, api_event
 from tokenvend.sandbox import Fault
+from tokenvend_core.tokens import sha256_hex
 
 
 def count_calls(client: Any, operation: str) -> list[str]:

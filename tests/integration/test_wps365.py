@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+
 from support import REDIRECT_URI, Stack, event
 from tokenvend_core.tokens import sha256_hex
 
