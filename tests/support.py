@@ -6,12 +6,17 @@ from __future__ import annotations
 import importlib.util
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
+
+from tokenvend.sandbox import Sandbox
+from tokenvend.template import load_template, table_definition
 from tokenvend_core.endpoint import RetryPolicy, TokenEndpoint
 from tokenvend_core.invoker import LambdaInvoker
 from tokenvend_core.providers import spec_for
@@ -20,9 +25,6 @@ from tokenvend_core.secrets import SecretStore
 from tokenvend_core.settings import Settings
 from tokenvend_core.store import TokenStore
 from tokenvend_core.vend import Vendor
-
-from tokenvend.sandbox import Sandbox
-from tokenvend.template import load_template, table_definition
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"
@@ -246,7 +248,37 @@ def build_stack(sandbox: Sandbox, *, clock: Any = None, **overrides: Any) -> Sta
     )
     stack.invoker = InProcessInvoker(stack)
     stack.vendor = Vendor(
-        tokens, stack.invoker, memory_seconds=settings.memory_cache, skew=settings.clock_skew, **extra
+        tokens,
+        stack.invoker,
+        memory_seconds=settings.memory_cache,
+        skew=settings.clock_skew,
+        **extra,
     )
     vend_module._vendor = stack.vendor
     return stack
+
+
+class AwsFault:
+    """Botocore-level failure injection: the named operation of a client raises, for the
+    next `times` calls (or always), an error AWS really answers with."""
+
+    def __init__(self, client: Any, operation: str, code: str, *, times: int | None = None,
+                 when: Callable[[dict[str, Any]], bool] | None = None) -> None:  # fmt: skip
+        self.client = client
+        self.event = f"before-parameter-build.*.{operation}"
+        self.code = code
+        self.left = times
+        self.when = when
+        self.raised = 0
+        client.meta.events.register(self.event, self)
+
+    def __call__(self, params: dict[str, Any], **_: Any) -> None:
+        if self.left == 0 or (self.when is not None and not self.when(params)):
+            return
+        if self.left is not None:
+            self.left -= 1
+        self.raised += 1
+        raise ClientError({"Error": {"Code": self.code, "Message": "injected"}}, self.event)
+
+    def stop(self) -> None:
+        self.client.meta.events.unregister(self.event, self)

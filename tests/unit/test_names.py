@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+
 from tokenvend_core.errors import InvalidRequest, UnknownProvider
 from tokenvend_core.names import (
     check_connection,

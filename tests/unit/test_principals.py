@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tokenvend_core.principals import caller_identities, is_allowed
 
 ROLE = "arn:aws:iam::111122223333:role/reporting"

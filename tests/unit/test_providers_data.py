@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from tokenvend_core.errors import InvalidRequest
 from tokenvend_core.providers import build_request, load_specs, spec_for, validate_secret
 
