@@ -1,0 +1,136 @@
+"""template.yaml as CloudFormation sees it after the SAM transform, with its conditions
+evaluated for given parameter values: the roles' statements, the API's routes and policy."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+PROVIDERS = ("aspose", "wps365", "azure", "dingtalk", "oauth2")
+FUNCTIONS = {
+    "vend": "VendFunction",
+    "aspose": "AsposeFunction",
+    "wps365": "Wps365Function",
+    "azure": "AzureFunction",
+    "dingtalk": "DingtalkFunction",
+    "oauth2": "Oauth2Function",
+}
+
+
+@cache
+def _source() -> dict[str, Any]:
+    from cfnlint.decode import decode_str
+
+    template, errors = decode_str((ROOT / "template.yaml").read_text())
+    assert not errors, errors
+    return json.loads(json.dumps(template, default=str))
+
+
+def translate(**parameters: str) -> dict[str, Any]:
+    """The transformed template with Fn::If resolved for these parameter values."""
+    from samtranslator.translator.transform import transform
+
+    template = copy.deepcopy(_source())
+    for resource in template["Resources"].values():
+        props = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            if key in props:
+                props[key] = "s3://bucket/key"  # as `sam package` leaves them
+
+    class NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    values = {
+        name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()
+    }
+    values.update(parameters)
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    out = transform(template, dict(values), NoManagedPolicies())
+    conditions = {
+        name: _truth(expr, values, template.get("Conditions", {}))
+        for name, expr in template.get("Conditions", {}).items()
+    }
+    return _resolve(out, conditions)  # type: ignore[no-any-return]
+
+
+def _truth(expr: Any, values: dict[str, str], all_conditions: dict[str, Any]) -> bool:
+    if isinstance(expr, dict) and len(expr) == 1:
+        ((fn, arg),) = expr.items()
+        if fn == "Fn::Equals":
+            return bool(_value(arg[0], values) == _value(arg[1], values))
+        if fn == "Fn::Not":
+            return not _truth(arg[0], values, all_conditions)
+        if fn == "Fn::And":
+            return all(_truth(a, values, all_conditions) for a in arg)
+        if fn == "Fn::Or":
+            return any(_truth(a, values, all_conditions) for a in arg)
+        if fn == "Condition":
+            return _truth(all_conditions[arg], values, all_conditions)
+    raise AssertionError(f"condition not understood: {expr}")
+
+
+def _value(node: Any, values: dict[str, str]) -> Any:
+    if isinstance(node, dict) and "Ref" in node:
+        return values[node["Ref"]]
+    return node
+
+
+def _resolve(node: Any, conditions: dict[str, bool]) -> Any:
+    no_value = object()
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, dict):
+            if set(item) == {"Fn::If"}:
+                name, yes, no = item["Fn::If"]
+                return walk(yes if conditions[name] else no)
+            if item == {"Ref": "AWS::NoValue"}:
+                return no_value
+            out = {}
+            for key, value in item.items():
+                resolved = walk(value)
+                if resolved is not no_value:
+                    out[key] = resolved
+            return out
+        if isinstance(item, list):
+            return [w for w in (walk(v) for v in item) if w is not no_value]
+        return item
+
+    return walk(node)
+
+
+def role_of(template: dict[str, Any], function: str) -> dict[str, Any]:
+    props = template["Resources"][FUNCTIONS[function]]["Properties"]
+    role_id = props["Role"]["Fn::GetAtt"][0]
+    role: dict[str, Any] = template["Resources"][role_id]["Properties"]
+    return role
+
+
+def statements(template: dict[str, Any], function: str) -> list[dict[str, Any]]:
+    found = []
+    for policy in role_of(template, function).get("Policies", []):
+        for statement in policy["PolicyDocument"]["Statement"]:
+            found.append(statement)
+    return found
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def actions(statement: dict[str, Any]) -> list[str]:
+    return [str(a) for a in as_list(statement.get("Action", []))]
+
+
+def resources(statement: dict[str, Any]) -> list[Any]:
+    return as_list(statement.get("Resource", []))
+
+
+def show(value: Any) -> str:
+    """A resource as text, intrinsics included, for matching."""
+    return json.dumps(value, sort_keys=True)

@@ -1,0 +1,200 @@
+"""Least privilege, read from template.yaml through the SAM translator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from template_iam import (
+    FUNCTIONS,
+    PROVIDERS,
+    actions,
+    resources,
+    role_of,
+    show,
+    statements,
+    translate,
+)
+
+KMS_KEY = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+# Data-plane services: what reads or changes tokenvend's data or runs its code.
+DATA_PLANE = ("dynamodb:", "secretsmanager:", "lambda:", "kms:", "sqs:", "sns:", "s3:")
+# Actions AWS offers no resource-level permission for: a "*" is the only way to grant them.
+NO_RESOURCE_LEVEL = {"secretsmanager:ListSecrets"}
+TELEMETRY_MANAGED = {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}
+
+
+@pytest.fixture(scope="module", params=["aws-managed-keys", "customer-key"])
+def template(request: pytest.FixtureRequest) -> dict[str, Any]:
+    if request.param == "customer-key":
+        return translate(KmsKeyArn=KMS_KEY)
+    return translate()
+
+
+def test_each_provider_reads_only_its_own_secrets(template: dict[str, Any]) -> None:
+    for provider in PROVIDERS:
+        for statement in statements(template, provider):
+            for action in actions(statement):
+                if not action.startswith("secretsmanager:") or action in NO_RESOURCE_LEVEL:
+                    continue
+                for resource in resources(statement):
+                    text = show(resource)
+                    assert f"${{SecretsPrefix}}{provider}/*" in text, (provider, action, text)
+                    others = [p for p in PROVIDERS if p != provider and f"}}{p}/" in text]
+                    assert not others, (provider, action, text)
+
+
+def test_only_wps365_writes_secrets_and_only_its_own(template: dict[str, Any]) -> None:
+    writes = ("secretsmanager:PutSecretValue", "secretsmanager:UpdateSecret",
+              "secretsmanager:CreateSecret", "secretsmanager:DeleteSecret",
+              "secretsmanager:UpdateSecretVersionStage", "secretsmanager:*")  # fmt: skip
+    for function in FUNCTIONS:
+        granted = [
+            (action, show(resources(s)))
+            for s in statements(template, function)
+            for action in actions(s)
+            if action in writes
+        ]
+        if function == "wps365":
+            assert granted and all(a == "secretsmanager:PutSecretValue" for a, _ in granted)
+            assert all("${SecretsPrefix}wps365/*" in r for _, r in granted)
+        else:
+            assert granted == [], function
+
+
+def test_vend_has_no_secret_access_and_invokes_only_provider_functions(
+    template: dict[str, Any],
+) -> None:
+    vend = statements(template, "vend")
+    assert not [a for s in vend for a in actions(s) if a.startswith("secretsmanager:")]
+    invoke = [s for s in vend if any(a.startswith("lambda:") for a in actions(s))]
+    assert [a for s in invoke for a in actions(s)] == ["lambda:InvokeFunction"]
+    targets = sorted(r["Fn::GetAtt"][0] for s in invoke for r in resources(s))
+    assert targets == sorted(FUNCTIONS[p] for p in PROVIDERS)
+    table = [s for s in vend if any(a.startswith("dynamodb:") for a in actions(s))]
+    assert [a for s in table for a in actions(s)] == ["dynamodb:GetItem"]
+    # And only the attributes a caller may be given.
+    attributes = table[0]["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]
+    from tokenvend_core.store import PUBLIC
+
+    assert sorted(attributes) == sorted(PUBLIC)
+    assert "pending_refresh_token" not in attributes
+
+
+def test_no_data_plane_action_has_a_wildcard_resource(template: dict[str, Any]) -> None:
+    for function in FUNCTIONS:
+        for statement in statements(template, function):
+            data = [
+                a
+                for a in actions(statement)
+                if a.startswith(DATA_PLANE) and a not in NO_RESOURCE_LEVEL
+            ]
+            assert not [a for a in data if a.endswith("*")], (function, data)
+            if data:
+                for resource in resources(statement):
+                    assert resource != "*", (function, data)
+        managed = {
+            show(arn).split("/")[-1].strip('"}')
+            for arn in role_of(template, function).get("ManagedPolicyArns", [])
+        }
+        assert managed <= TELEMETRY_MANAGED, (function, managed)
+
+
+def test_list_secrets_is_the_only_wildcard_and_reveals_no_values(template: dict[str, Any]) -> None:
+    for function in FUNCTIONS:
+        for statement in statements(template, function):
+            if "*" in resources(statement):
+                assert actions(statement) == ["secretsmanager:ListSecrets"], function
+
+
+def test_every_route_is_iam_signed_and_none_is_open() -> None:
+    body = translate()["Resources"]["TokenApi"]["Properties"]["Body"]
+    schemes = body["components"]["securitySchemes"]
+    assert schemes["AWS_IAM"]["x-amazon-apigateway-authtype"] == "awsSigv4"
+    routes = [
+        (path, method, spec)
+        for path, methods in body["paths"].items()
+        for method, spec in methods.items()
+    ]
+    assert {(p, m) for p, m, _ in routes} == {
+        ("/tokens/{provider}/{connection}", "get"),
+        ("/tokens/{provider}/{connection}/refresh", "post"),
+    }
+    for path, method, spec in routes:
+        assert spec.get("security") == [{"AWS_IAM": []}], (path, method)
+
+
+def test_kms_permissions_exist_exactly_with_a_customer_key() -> None:
+    plain = translate()
+    keyed = translate(KmsKeyArn=KMS_KEY)
+    for function in FUNCTIONS:
+        assert not [
+            a for s in statements(plain, function) for a in actions(s) if a.startswith("kms:")
+        ]
+    expected = {
+        "vend": {"kms:Decrypt", "kms:DescribeKey"},
+        "wps365": {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"},
+    }
+    for function in FUNCTIONS:
+        kms = [
+            s for s in statements(keyed, function) if any(a.startswith("kms:") for a in actions(s))
+        ]
+        granted = {a for s in kms for a in actions(s)}
+        assert granted == expected.get(
+            function, {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"}
+        )
+        for statement in kms:
+            assert resources(statement) == [KMS_KEY] or show(resources(statement)) == show(
+                [{"Ref": "KmsKeyArn"}]
+            )
+            assert "kms:ViaService" in show(statement["Condition"])
+        via_secrets = [s for s in kms if "secretsmanager" in show(s["Condition"])]
+        if function == "vend":
+            assert via_secrets == []
+        else:
+            (statement,) = via_secrets
+            assert set(actions(statement)) == (
+                {"kms:Decrypt", "kms:GenerateDataKey"} if function == "wps365" else {"kms:Decrypt"}
+            )
+            assert f"${{SecretsPrefix}}{function}/*" in show(statement["Condition"])
+    table = keyed["Resources"]["TokenTable"]["Properties"]["SSESpecification"]
+    assert table["SSEType"] == "KMS" and show(table["KMSMasterKeyId"]) in (
+        show(KMS_KEY),
+        show({"Ref": "KmsKeyArn"}),
+    )
+    assert (
+        "KMSMasterKeyId" not in plain["Resources"]["TokenTable"]["Properties"]["SSESpecification"]
+    )
+
+
+def _policy(template: dict[str, Any]) -> list[dict[str, Any]]:
+    body = template["Resources"]["TokenApi"]["Properties"]["Body"]
+    return list(body["x-amazon-apigateway-policy"]["Statement"])
+
+
+def test_resource_policy_defaults_keep_the_stack_usable() -> None:
+    policy = _policy(translate())
+    assert [s["Effect"] for s in policy] == ["Deny"]
+    assert all("/GET/" not in show(s) and "/POST/" not in show(s) for s in policy)
+
+
+def test_resource_policy_for_accounts_organizations_and_private_apis() -> None:
+    accounts = _policy(translate(AllowedAccountIds="111122223333,444455556666"))
+    assert any(s["Effect"] == "Allow" and "AWS" in s["Principal"] for s in accounts)
+    assert any(
+        "aws:PrincipalAccount" in show(s.get("Condition")) and s["Effect"] == "Deny"
+        for s in accounts
+    )
+    org = _policy(translate(AllowedOrganizationId="o-abcdefghij"))
+    assert any(
+        "aws:PrincipalOrgID" in show(s.get("Condition")) and s["Effect"] == "Deny" for s in org
+    )
+    assert not any(s["Effect"] == "Allow" for s in org)
+    private = translate(VpcEndpointIds="vpce-0123456789abcdef0")
+    statements_ = _policy(private)
+    assert {s["Effect"] for s in statements_ if "aws:SourceVpce" in show(s.get("Condition"))} == {
+        "Allow",
+        "Deny",
+    }
+    endpoint = private["Resources"]["TokenApi"]["Properties"]["EndpointConfiguration"]
+    assert show(endpoint["Types"]) == show(["PRIVATE"])
