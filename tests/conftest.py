@@ -8,16 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-    "POWERTOOLS_TRACE_DISABLED": "1",
-    "POWERTOOLS_SERVICE_NAME": "tokenvend",
-    "POWERTOOLS_METRICS_NAMESPACE": "tokenvend",
-}
+from support import ENV
 
 
 @pytest.fixture(autouse=True)

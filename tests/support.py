@@ -26,6 +26,17 @@ from tokenvend_core.settings import Settings
 from tokenvend_core.store import TokenStore
 from tokenvend_core.vend import Vendor
 
+ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "POWERTOOLS_TRACE_DISABLED": "1",
+    "POWERTOOLS_SERVICE_NAME": "tokenvend",
+    "POWERTOOLS_METRICS_NAMESPACE": "tokenvend",
+}
+
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"
 PROVIDERS = ("aspose", "wps365", "azure", "dingtalk", "oauth2")
