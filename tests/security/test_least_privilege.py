@@ -81,6 +81,19 @@ def test_vend_has_no_secret_access_and_invokes_only_provider_functions(
     assert "pending_refresh_token" not in attributes
 
 
+def test_each_provider_writes_only_its_own_items_in_the_table(template: dict[str, Any]) -> None:
+    for provider in PROVIDERS:
+        table = [
+            s
+            for s in statements(template, provider)
+            if any(a.startswith("dynamodb:") for a in actions(s))
+        ]
+        assert table
+        for statement in table:
+            keys = statement["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"]
+            assert keys == [provider]
+
+
 def test_no_data_plane_action_has_a_wildcard_resource(template: dict[str, Any]) -> None:
     for function in FUNCTIONS:
         for statement in statements(template, function):
