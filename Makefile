@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 SAM_VENV ?= .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 
-.PHONY: local test lint unit bench build validate deploy clean
+.PHONY: local test lint unit bench build validate security deploy clean
 
 $(STAMP): pyproject.toml layers/core/requirements.txt
 	python3 -m venv $(VENV)
@@ -46,9 +46,22 @@ validate: $(SAM)
 build: $(SAM)
 	$(SAM) build
 
+## security: static checks of the template (checkov, offline) and the code (bandit)
+CHECKS_VENV ?= .venv-checks
+CHECKOV := $(CHECKS_VENV)/bin/checkov
+
+$(CHECKOV):
+	python3 -m venv $(CHECKS_VENV)
+	$(CHECKS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKS_VENV)/bin/python -m pip install --quiet "checkov>=3,<4"
+
+security: $(STAMP) $(CHECKOV)
+	$(VENV)/bin/bandit -q -c pyproject.toml -r layers functions src
+	BC_SKIP_MAPPING=TRUE $(CHECKOV) --skip-download --config-file .checkov.yaml -f template.yaml --compact --quiet
+
 ## deploy: first time `make deploy ARGS=--guided`
 deploy: build
 	$(SAM) deploy $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKS_VENV) .aws-sam .mypy_cache .pytest_cache .ruff_cache
