@@ -9,7 +9,7 @@ from typing import Any
 
 from .errors import InvalidRequest, TokenVendError
 from .names import check_connection, check_provider, parse_min_ttl, parse_refresh_body
-from .observability import logger
+from .observability import MetricUnit, emit, logger, metrics
 from .vend import Vendor
 
 GET_ROUTE = "/tokens/{provider}/{connection}"
@@ -54,6 +54,7 @@ def handle(event: Any, vendor: Vendor, clock: Callable[[], float] = time.time) -
         if (resource, method) not in ((GET_ROUTE, "GET"), (REFRESH_ROUTE, "POST")):
             raise InvalidRequest(f"no route {method} {resource}")
         provider = check_provider(params.get("provider"))
+        metrics.add_dimension(name="provider", value=provider)
         connection = check_connection(params.get("connection"))
         caller = caller_of(event)
         if method == "GET":
@@ -77,7 +78,9 @@ def handle(event: Any, vendor: Vendor, clock: Callable[[], float] = time.time) -
                     "error_code": vended.stale_error.code,
                 },
             )
-        return respond(200, vended.body(clock()))
+        body = vended.body(clock())
+        emit("ServedTokenRemaining", body["expires_in"], MetricUnit.Seconds)
+        return respond(200, body)
     except TokenVendError as error:
         if error.status >= 500:
             logger.warning(

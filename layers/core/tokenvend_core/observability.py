@@ -1,18 +1,51 @@
 """Powertools Logger, Metrics and Tracer, configured once for every function.
 
 Handlers apply the decorators in one order: tracer, then logger, then metrics. The tracer
-never captures responses or errors' payloads: they may hold tokens.
+never captures responses or errors' payloads: they may hold tokens. Metrics go through
+`emit`, which the schedule's worker threads share safely; every metric has the dimensions
+`service` and, once a handler knows it, `provider`.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 SERVICE = "tokenvend"
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=SERVICE, service=SERVICE)
 tracer = Tracer(service=SERVICE)
+# urllib3 would log request lines (with query strings) at DEBUG: never let it.
+logging.getLogger("urllib3").setLevel(logging.WARNING)
 
-__all__ = ["MetricUnit", "logger", "metrics", "tracer"]
+_lock = threading.Lock()
+
+
+def emit(name: str, value: float = 1, unit: MetricUnit = MetricUnit.Count) -> None:
+    with _lock:
+        metrics.add_metric(name=name, unit=unit, value=value)
+
+
+def emit_for_connection(
+    name: str, value: float, unit: MetricUnit, *, provider: str, connection: str
+) -> None:
+    """A metric of one connection, with `connection` as a further dimension: only for the few
+    connections whose cardinality allows it (wps365 users' refresh grants)."""
+    with (
+        _lock,
+        single_metric(
+            name=name,
+            unit=unit,
+            value=value,
+            namespace=SERVICE,
+            default_dimensions={"service": SERVICE, "provider": provider},
+        ) as metric,
+    ):
+        metric.add_dimension(name="connection", value=connection)
+
+
+__all__ = ["MetricUnit", "emit", "emit_for_connection", "logger", "metrics", "tracer"]

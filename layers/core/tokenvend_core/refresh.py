@@ -28,7 +28,7 @@ from .errors import (
     UnknownConnection,
 )
 from .names import CONNECTION_RE
-from .observability import MetricUnit, logger, metrics
+from .observability import MetricUnit, emit, emit_for_connection, logger
 from .principals import is_allowed
 from .providers import Failure, ProviderSpec, build_request, validate_secret
 from .secrets import ConnectionSecret, SecretStore
@@ -158,7 +158,7 @@ class Refresher:
                 return self._attempt(connection, owner, secret, config, state, need)
             if not contended:
                 contended = True
-                metrics.add_metric(name="LeaseContention", unit=MetricUnit.Count, value=1)
+                emit("LeaseContention")
             if self._monotonic() >= give_up:
                 raise ProviderUnavailable(
                     f"another refresh of {self.provider}/{connection} is under way; "
@@ -231,7 +231,7 @@ class Refresher:
                 allowed_principals=config.get("allowed_principals"),
             )
             stored = True
-            metrics.add_metric(name="RefreshSuccess", unit=MetricUnit.Count, value=1)
+            emit("RefreshSuccess")
             if state is None:
                 # Our lease ran out and another holder took over: theirs is the newer token.
                 logger.warning(
@@ -287,11 +287,9 @@ class Refresher:
         return outcome
 
     def _on_try(self, outcome: Token | Failure, seconds: float) -> None:
-        metrics.add_metric(
-            name="TokenEndpointLatency", unit=MetricUnit.Milliseconds, value=seconds * 1000
-        )
+        emit("TokenEndpointLatency", seconds * 1000, MetricUnit.Milliseconds)
         if isinstance(outcome, Failure) and outcome.retry:
-            metrics.add_metric(name="TokenEndpointRetry", unit=MetricUnit.Count, value=1)
+            emit("TokenEndpointRetry")
 
     def _grant_to_spend(
         self, connection: str, owner: str
@@ -377,14 +375,14 @@ class Refresher:
         except TokenVendError:
             kept = False
         if kept:
-            metrics.add_metric(name="RefreshTokenInFallback", unit=MetricUnit.Count, value=1)
+            emit("RefreshTokenInFallback")
             logger.error(
                 "Secrets Manager did not take the rotated refresh token; it is kept in the "
                 "token table until it does",
                 extra=_ids(self, connection),
             )
             return secret
-        metrics.add_metric(name="RefreshTokenLost", unit=MetricUnit.Count, value=1)
+        emit("RefreshTokenLost")
         logger.critical(
             "the rotated refresh token could not be stored", extra=_ids(self, connection)
         )
@@ -406,11 +404,7 @@ class Refresher:
         if failure.retry_after:
             backoff = max(backoff, failure.retry_after)
         kind = "permanent" if failure.permanent else "transient"
-        metrics.add_metric(
-            name="RefreshPermanentFailure" if failure.permanent else "RefreshTransientFailure",
-            unit=MetricUnit.Count,
-            value=1,
-        )
+        emit("RefreshPermanentFailure" if failure.permanent else "RefreshTransientFailure")
         logger.warning(
             "refresh failed",
             extra={
@@ -517,7 +511,8 @@ class Refresher:
         logger.info(
             "scheduled refresh finished", extra={"provider": self.provider, **report.as_dict()}
         )
-        metrics.add_metric(name="ScheduleDeferred", unit=MetricUnit.Count, value=report.deferred)
+        emit("ScheduleDeferred", report.deferred)
+        self._report_health(states, versions, now)
         return report
 
     def _run_bounded(
@@ -561,6 +556,29 @@ class Refresher:
             thread.join()
         report.refreshed, report.failed = done["refreshed"], done["failed"]
         report.deferred = report.due - report.refreshed - report.failed
+
+    def _report_health(
+        self, states: dict[str, ConnectionState], versions: dict[str, str | None], now: float
+    ) -> None:
+        """Gauges for the alarms, from the connections' state at the start of this run."""
+        known = [state for name, state in states.items() if name in versions]
+        permanent = [s for s in known if s.error_permanent]
+        failing = [s for s in known if s.error_code and not s.error_permanent and s.failures >= 2]
+        emit("PermanentErrorConnections", len(permanent))
+        emit("FailingConnections", len(failing))
+        if not self.spec.uses_refresh_token:
+            return
+        grants = {s.connection: s.refresh_expires_at for s in known if s.refresh_expires_at}
+        for connection, expires_at in grants.items():
+            emit_for_connection(
+                "RefreshGrantRemaining",
+                max(0, expires_at - now),
+                MetricUnit.Seconds,
+                provider=self.provider,
+                connection=connection,
+            )
+        if grants:
+            emit("RefreshGrantMinRemaining", max(0, min(grants.values()) - now), MetricUnit.Seconds)
 
 
 class Failed(Exception):

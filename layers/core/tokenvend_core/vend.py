@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .errors import Forbidden, ProviderUnavailable, RefreshFailed, TokenVendError
-from .observability import MetricUnit, metrics
+from .observability import emit
 from .principals import is_allowed
 from .refresh import Need
 from .store import ConnectionState, TokenStore
@@ -137,7 +137,7 @@ class Vendor:
     ) -> Vended:
         if cached is not None and not is_allowed(caller_arn, cached.allowed_principals):
             raise Forbidden(f"the caller may not use {provider}/{connection}")
-        metrics.add_metric(name="VendMiss", unit=MetricUnit.Count, value=1)
+        emit("VendMiss")
         try:
             fresh = self._invoker.refresh(
                 provider,
@@ -150,7 +150,7 @@ class Vendor:
         except RefreshFailed as error:
             now = self._clock()
             if cached is not None and cached.valid(now + self._skew):
-                metrics.add_metric(name="VendStale", unit=MetricUnit.Count, value=1)
+                emit("VendStale")
                 return Vended(cached, "table", stale_error=error)
             raise
         if not fresh.valid(self._clock() + self._skew):
@@ -162,11 +162,7 @@ class Vendor:
         if not is_allowed(caller_arn, state.allowed_principals):
             raise Forbidden(f"the caller may not use {state.provider}/{state.connection}")
         if source != "provider":
-            metrics.add_metric(
-                name="VendMemoryHit" if source == "memory" else "VendTableHit",
-                unit=MetricUnit.Count,
-                value=1,
-            )
+            emit("VendMemoryHit" if source == "memory" else "VendTableHit")
         return Vended(state, source)
 
     def _remember(self, state: ConnectionState) -> None:
