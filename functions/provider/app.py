@@ -19,7 +19,6 @@ def refresher() -> Refresher:
     global _refresher
     if _refresher is None:
         _refresher = build_refresher(Settings.from_env())
-        metrics.set_default_dimensions(provider=_refresher.provider)
     return _refresher
 
 
@@ -27,4 +26,6 @@ def refresher() -> Refresher:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return provider_events.handle(event, refresher(), context.get_remaining_time_in_millis)
+    current = refresher()
+    metrics.add_dimension(name="provider", value=current.provider)
+    return provider_events.handle(event, current, context.get_remaining_time_in_millis)

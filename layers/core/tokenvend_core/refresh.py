@@ -354,12 +354,12 @@ class Refresher:
         value["refresh_token"] = token.refresh_token
         if token.refresh_expires_at is not None:
             value["refresh_expires_at"] = token.refresh_expires_at
-        last: TokenVendError | None = None
+        last: Exception | None = None
         for attempt in range(4):
             try:
                 version = self.secrets.put(self.provider, connection, value)
                 return ConnectionSecret(value, version)
-            except TokenVendError as error:
+            except Exception as error:  # whatever failed, the grant must go somewhere
                 last = error
                 logger.warning(
                     "could not store the rotated refresh token; retrying",
