@@ -52,6 +52,11 @@ def test_matches(caller: str, patterns: list[str]) -> None:
         # regex characters in a pattern are literal
         ("arn:aws:iam::111122223333:user/alicex", ["arn:aws:iam::111122223333:user/alic."]),
         ("arn:aws:iam::111122223333:user/a", ["arn:aws:iam::111122223333:user/[a-z]"]),
+        # a pattern smuggling a second wildcard in another syntax gets none
+        ("arn:aws:iam::111122223333:user/alice", ["arn:aws:iam::111122223333:user/al?ce"]),
+        ("arn:aws:iam::111122223333:user/alice", ["arn:aws:iam::111122223333:user/.*"]),
+        ("arn:aws:iam::111122223333:user/alice", ["arn:aws:iam::111122223333:user/%2A"]),
+        ("arn:aws:iam::111122223333:user/alice", ["arn:aws:iam::111122223333:user/\\w+"]),
         # a session name cannot smuggle a role match
         ("arn:aws:sts::111122223333:assumed-role/x/reporting", [ROLE]),
         # the role's path is not invented for an assumed role
