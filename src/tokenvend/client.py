@@ -1,0 +1,538 @@
+"""The Python client: tokens from the tokenvend API, kept in memory until they near expiry.
+
+    from tokenvend.client import TokenClient, TokenAuth
+
+    client = TokenClient()                       # TOKENVEND_API_URL, else the stack's ApiUrl
+    token = client.get_token("dingtalk", "corp-a")
+    requests.get(url, auth=TokenAuth(client, "dingtalk", "corp-a"))
+
+Every request is signed with SigV4 for `execute-api` with the standard AWS credential chain
+(environment, profile, container or instance role), as boto3 finds it.
+
+The cache holds one answer per (provider, connection, min_ttl). An answer is reused until
+`expires_in` minus `min_ttl + refresh_margin` seconds after it arrived; after that the next
+call asks the API again. Per key, one call at a time goes to the API: threads that arrive
+while it is under way wait for it and share its outcome, answer or error. A stale answer
+(`"stale": true`: the service could not refresh and served its still-valid token) is reused
+for at most `STALE_REUSE_SECONDS`, and never past its expiry, so that the service is asked
+again soon without every call of a busy workload reaching it.
+
+This module runs inside workloads, so it imports only requests (which `TokenAuth` extends)
+at import time; boto3 and botocore are imported on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import requests
+from requests.auth import AuthBase
+from requests.cookies import extract_cookies_to_jar
+
+if TYPE_CHECKING:
+    import boto3
+
+__all__ = ["STALE_REUSE_SECONDS", "TokenAuth", "TokenClient", "TokenVendError"]
+
+STALE_REUSE_SECONDS = 5.0
+DEFAULT_STACK = "tokenvend"
+_EXECUTE_API_HOST = re.compile(r"\.execute-api\.([a-z0-9-]+)\.(?:vpce\.)?amazonaws\.com")
+_DEFAULT_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    409: "authorization_required",
+    429: "throttled",
+    500: "internal",
+    502: "provider_rejected",
+    503: "provider_unavailable",
+    504: "provider_unavailable",
+}
+
+
+class TokenVendError(Exception):
+    """An error answer of the tokenvend API, or no answer at all.
+
+    `status` is the HTTP status, or 0 when there was no usable answer (the API could not be
+    reached, no credentials or region were found, the API URL is unknown). `code` is the
+    contract's error code (`invalid_request`, `forbidden`, `unknown_connection`,
+    `authorization_required`, `provider_rejected`, `provider_unavailable`, `internal`, ...),
+    and for status 0 one of `unreachable`, `no_credentials`, `no_region`, `no_api_url`.
+    `retry_after` is the server's Retry-After in seconds, when it gave one. Messages never
+    hold a token.
+    """
+
+    def __init__(
+        self, status: int, code: str, message: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(status, code, message, retry_after)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        where = f" (HTTP {self.status})" if self.status else ""
+        return f"{self.code}: {self.message}{where}"
+
+    def copy(self) -> TokenVendError:
+        return TokenVendError(self.status, self.code, self.message, self.retry_after)
+
+
+def stack_outputs(session: Any, stack: str, config: Any = None) -> dict[str, str]:
+    """The outputs of a CloudFormation stack, OutputKey -> OutputValue. Raises botocore's
+    errors (ClientError when there is no such stack)."""
+    answer = session.client("cloudformation", config=config).describe_stacks(StackName=stack)
+    stacks = answer.get("Stacks") or [{}]
+    return {
+        str(out["OutputKey"]): str(out.get("OutputValue", ""))
+        for out in stacks[0].get("Outputs") or []
+        if "OutputKey" in out
+    }
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _retry_after(raw: str | None) -> float | None:
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _expires_in(answer: dict[str, Any]) -> float:
+    """Seconds the answer's token had left when it was sent."""
+    value = answer.get("expires_in")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    expires_at = answer.get("expires_at")
+    if isinstance(expires_at, str):
+        from datetime import datetime
+
+        try:
+            moment = datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
+        except ValueError:
+            return 0.0
+        return moment.timestamp() - time.time()
+    return 0.0
+
+
+@dataclass(slots=True)
+class _Entry:
+    answer: dict[str, Any]
+    expires: float  # on the monotonic clock
+    reuse_until: float
+
+    @classmethod
+    def of(cls, answer: dict[str, Any], received: float, min_ttl: int, margin: float) -> _Entry:
+        expires = received + _expires_in(answer)
+        if answer.get("stale"):
+            reuse_until = min(received + STALE_REUSE_SECONDS, expires)
+        else:
+            reuse_until = expires - (min_ttl + margin)
+        return cls(answer, expires, reuse_until)
+
+    @property
+    def token(self) -> str:
+        return str(self.answer.get("access_token"))
+
+    def copy(self, now: float) -> dict[str, Any]:
+        """The answer as it would read now: `expires_in` counted down since it arrived."""
+        answer = dict(self.answer)
+        if "expires_in" in answer:
+            answer["expires_in"] = max(0, int(self.expires - now))
+        return answer
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One cache key: its entry, and the lock that lets one fetch at a time through."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    entry: _Entry | None = None
+    fetches: int = 0  # completed fetches; a waiter that sees it move shares the outcome
+    error: TokenVendError | None = None  # the outcome of the last fetch, when it failed
+
+
+class TokenClient:
+    """Tokens from the tokenvend API, signed with the standard AWS credential chain.
+
+    `api_url`: the API's base URL (for a deployed stack `https://ID.execute-api.REGION.
+    amazonaws.com/v1`); default `TOKENVEND_API_URL`, else the `ApiUrl` output of the stack
+    `stack` (default `TOKENVEND_STACK`, else `tokenvend`), read once on first use.
+    `region`: the region to sign for; default `AWS_REGION`, else the session's (boto3's
+    `AWS_DEFAULT_REGION`, the profile), else the one in an execute-api URL. `session`: a
+    boto3 Session for credentials and region.
+    `refresh_margin`: seconds, on top of `min_ttl`, before a cached token's expiry at which
+    the API is asked again. `timeout`: seconds for each HTTP request.
+    """
+
+    _clock: Callable[[], float] = staticmethod(time.monotonic)
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        *,
+        region: str | None = None,
+        session: boto3.Session | None = None,
+        stack: str | None = None,
+        refresh_margin: int = 60,
+        timeout: float = 10,
+    ) -> None:
+        self._api_url = api_url.rstrip("/") if api_url else None
+        self._region = region
+        self._session = session
+        self._stack = stack
+        self.refresh_margin = refresh_margin
+        self.timeout = timeout
+        self._setup = threading.Lock()
+        self._credentials: Any = None
+        self._slots: dict[tuple[str, str, int], _Slot] = {}
+        self._slots_lock = threading.Lock()
+        self._refresh_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._latest: dict[tuple[str, str], _Entry] = {}
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"TokenClient(api_url={self._api_url!r})"
+
+    # -- public ----------------------------------------------------------------------------
+
+    def get_token(self, provider: str, connection: str, min_ttl: int = 300) -> str:
+        """An access token with at least `min_ttl` seconds left (see the API's exceptions)."""
+        return str(self.get(provider, connection, min_ttl)["access_token"])
+
+    def get(self, provider: str, connection: str, min_ttl: int = 300) -> dict[str, Any]:
+        """The API's whole answer: access_token, token_type, expires_at, expires_in, ..."""
+        slot = self._slot((provider, connection, min_ttl))
+        entry = slot.entry
+        now = self._clock()
+        if entry is not None and now < entry.reuse_until:
+            return entry.copy(now)
+        seen = slot.fetches
+        with slot.lock:
+            now = self._clock()
+            if slot.fetches != seen:
+                # A fetch finished while this thread waited: its outcome is as fresh as any.
+                if slot.error is not None:
+                    raise slot.error.copy()
+                if slot.entry is not None and now < slot.entry.expires:
+                    return slot.entry.copy(now)
+            entry = slot.entry
+            if entry is not None and now < entry.reuse_until:
+                return entry.copy(now)
+            try:
+                answer = self._call(provider, connection, query={"min_ttl": str(min_ttl)})
+            except TokenVendError as error:
+                slot.error = error
+                slot.fetches += 1
+                raise
+            entry = _Entry.of(answer, self._clock(), min_ttl, self.refresh_margin)
+            slot.entry, slot.error = entry, None
+            slot.fetches += 1
+            self._latest[(provider, connection)] = entry
+            return dict(answer)
+
+    def refresh(
+        self, provider: str, connection: str, rejected_token: str | None = None
+    ) -> dict[str, Any]:
+        """A new token: POST .../refresh. With `rejected_token` (a token the target refused),
+        the service replaces that token unless it already has; without, it always fetches a
+        new one. Drops the connection's cached entries and caches the new answer. One refresh
+        of a connection at a time: when another thread has already replaced the rejected
+        token, its answer is returned without asking the API again."""
+        pair = (provider, connection)
+        with self._slots_lock:
+            lock = self._refresh_locks.setdefault(pair, threading.Lock())
+        with lock:
+            if rejected_token is not None:
+                self._forget(pair, rejected_token)
+                latest = self._latest.get(pair)
+                now = self._clock()
+                if latest is not None and now < latest.expires:
+                    # Another thread already replaced the rejected token.
+                    return latest.copy(now)
+            else:
+                self._forget(pair, None)
+            body = None
+            if rejected_token is not None:
+                from hashlib import sha256
+
+                digest = sha256(rejected_token.encode("utf-8")).hexdigest()
+                body = {"rejected_token_sha256": digest}
+            answer = self._call(provider, connection, refresh=True, body=body)
+            received = self._clock()
+            with self._slots_lock:
+                slots = [(key, slot) for key, slot in self._slots.items() if key[:2] == pair]
+            for key, slot in slots:
+                slot.entry = _Entry.of(answer, received, key[2], self.refresh_margin)
+            self._latest[pair] = _Entry.of(answer, received, 0, self.refresh_margin)
+            return dict(answer)
+
+    def clear(self) -> None:
+        """Forget every cached token."""
+        with self._slots_lock:
+            for slot in self._slots.values():
+                slot.entry = None
+            self._latest.clear()
+
+    # -- cache -----------------------------------------------------------------------------
+
+    def _slot(self, key: tuple[str, str, int]) -> _Slot:
+        slot = self._slots.get(key)
+        if slot is None:
+            with self._slots_lock:
+                slot = self._slots.setdefault(key, _Slot())
+        return slot
+
+    def _forget(self, pair: tuple[str, str], token: str | None) -> None:
+        """Drop the connection's entries (only those holding `token`, when given)."""
+        with self._slots_lock:
+            for key, slot in self._slots.items():
+                entry = slot.entry
+                if key[:2] == pair and entry is not None and token in (None, entry.token):
+                    slot.entry = None
+            latest = self._latest.get(pair)
+            if latest is not None and token in (None, latest.token):
+                del self._latest[pair]
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _boto_session(self) -> Any:
+        if self._session is None:
+            import boto3
+
+            # AWS_REGION first, as the AWS CLI and Lambda read it; else boto3's own chain.
+            region = os.environ.get("AWS_REGION") or None
+            self._session = boto3.session.Session(region_name=region)
+        return self._session
+
+    def api_url(self) -> str:
+        """The API's base URL (resolved once: argument, TOKENVEND_API_URL, stack output)."""
+        if self._api_url:
+            return self._api_url
+        with self._setup:
+            if not self._api_url:
+                url = os.environ.get("TOKENVEND_API_URL", "").strip()
+                if not url:
+                    url = self._url_from_stack()
+                self._api_url = url.rstrip("/")
+        return self._api_url
+
+    def _url_from_stack(self) -> str:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        stack = self._stack or os.environ.get("TOKENVEND_STACK") or DEFAULT_STACK
+        try:
+            url = stack_outputs(self._boto_session(), stack).get("ApiUrl", "")
+        except (BotoCoreError, ClientError) as exc:
+            raise TokenVendError(
+                0,
+                "no_api_url",
+                f"cannot read the ApiUrl output of stack {stack!r} ({_one_line(str(exc))}); "
+                "set TOKENVEND_API_URL or pass api_url",
+            ) from None
+        if not url:
+            raise TokenVendError(
+                0, "no_api_url", f"stack {stack!r} has no ApiUrl output; set TOKENVEND_API_URL"
+            )
+        return url
+
+    def _signing(self, url: str) -> tuple[Any, str]:
+        """Frozen credentials and the region to sign for."""
+        with self._setup:
+            if self._credentials is None:
+                try:
+                    self._credentials = self._boto_session().get_credentials()
+                except Exception as exc:  # botocore's providers raise many kinds
+                    raise TokenVendError(
+                        0,
+                        "no_credentials",
+                        f"cannot load AWS credentials ({type(exc).__name__}: "
+                        f"{_one_line(str(exc), 200)})",
+                    ) from None
+            region = self._region or self._boto_session().region_name
+            if not region:
+                host = urlsplit(url).hostname or ""
+                match = _EXECUTE_API_HOST.search(host)
+                region = match.group(1) if match else None
+            if not region:
+                raise TokenVendError(
+                    0, "no_region", "no AWS region to sign for: set AWS_REGION or pass region"
+                )
+            self._region = region
+        if self._credentials is None:
+            raise TokenVendError(
+                0,
+                "no_credentials",
+                "no AWS credentials found (environment, profile, container or instance role)",
+            )
+        try:
+            frozen = self._credentials.get_frozen_credentials()
+        except Exception as exc:  # a refresh of temporary credentials failed
+            raise TokenVendError(
+                0,
+                "no_credentials",
+                f"cannot refresh AWS credentials ({type(exc).__name__}: "
+                f"{_one_line(str(exc), 200)})",
+            ) from None
+        return frozen, region
+
+    def _http(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "http", None)
+        if session is None:
+            session = requests.Session()
+            self._local.http = session
+        return session
+
+    def _call(
+        self,
+        provider: str,
+        connection: str,
+        *,
+        query: dict[str, str] | None = None,
+        refresh: bool = False,
+        body: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        base = self.api_url()
+        path = f"/tokens/{quote(provider, safe='')}/{quote(connection, safe='')}"
+        url = base + path + ("/refresh" if refresh else "")
+        if query:
+            url += "?" + urlencode(query)
+        method = "POST" if refresh else "GET"
+        data = json.dumps(body).encode("utf-8") if body is not None else None
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        credentials, region = self._signing(url)
+        signed = AWSRequest(method=method, url=url, data=data, headers=headers)
+        SigV4Auth(credentials, "execute-api", region).add_auth(signed)
+        try:
+            response = self._http().request(
+                method,
+                url,
+                data=data,
+                headers=dict(signed.headers.items()),
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise TokenVendError(
+                0,
+                "unreachable",
+                f"cannot reach the tokenvend API at {base} ({type(exc).__name__})",
+            ) from None
+        return self._read(response)
+
+    @staticmethod
+    def _read(response: requests.Response) -> dict[str, Any]:
+        status = response.status_code
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if 200 <= status < 300:
+            if isinstance(data, dict) and isinstance(data.get("access_token"), str):
+                return data
+            raise TokenVendError(status, "bad_answer", "the API answered without a token")
+        code = _DEFAULT_CODES.get(status, f"http_{status}")
+        message = response.reason or "error"
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict):
+            code = str(error.get("code") or code)
+            message = str(error.get("message") or message)
+        elif isinstance(data, dict) and isinstance(data.get("message"), str):
+            message = data["message"]  # API Gateway's own answer format
+        retry_after = _retry_after(response.headers.get("Retry-After"))
+        raise TokenVendError(status, code, _one_line(message), retry_after)
+
+
+class TokenAuth(AuthBase):
+    """requests authentication with a tokenvend token.
+
+    Sets `Authorization: <token_type> <token>`. When the target answers 401, reports the
+    refused token to tokenvend (`TokenClient.refresh` with `rejected_token`), then sends the
+    request once more with the new token; a second 401 is returned as it is. A failure to get
+    a token raises `TokenVendError`.
+    """
+
+    def __init__(
+        self, client: TokenClient, provider: str, connection: str, min_ttl: int = 300
+    ) -> None:
+        self.client = client
+        self.provider = provider
+        self.connection = connection
+        self.min_ttl = min_ttl
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        answer = self.client.get(self.provider, self.connection, self.min_ttl)
+        token = str(answer["access_token"])
+        r.headers["Authorization"] = _authorization(answer)
+        position = None
+        body = r.body
+        if body is not None and hasattr(body, "tell"):
+            try:
+                position = body.tell()
+            except OSError:
+                position = None
+
+        def on_response(response: requests.Response, **kwargs: Any) -> requests.Response:
+            return self._handle_401(response, token, position, **kwargs)
+
+        r.register_hook("response", on_response)
+        return r
+
+    def _handle_401(
+        self, response: requests.Response, token: str, position: int | None, **kwargs: Any
+    ) -> requests.Response:
+        request = response.request
+        if response.status_code != 401 or getattr(request, "_tokenvend_retried", False):
+            return response
+        answer = self.client.refresh(self.provider, self.connection, rejected_token=token)
+        if answer.get("access_token") == token:
+            return response  # nothing new to try
+        body = request.body
+        if position is not None and body is not None and hasattr(body, "seek"):
+            body.seek(position)
+        response.content  # noqa: B018 - read the body so that the connection can be reused
+        response.close()
+        retry = request.copy()
+        jar = retry._cookies  # type: ignore[attr-defined]
+        extract_cookies_to_jar(jar, request, response.raw)
+        retry.prepare_cookies(jar)
+        retry.headers["Authorization"] = _authorization(answer)
+        retry._tokenvend_retried = True  # type: ignore[attr-defined]
+        connection = response.connection
+        sent: requests.Response = connection.send(retry, **kwargs)
+        sent.history.append(response)
+        sent.request = retry
+        return sent
+
+    def __repr__(self) -> str:
+        return f"TokenAuth({self.provider}/{self.connection}, min_ttl={self.min_ttl})"
+
+
+def _authorization(answer: dict[str, Any]) -> str:
+    return f"{answer.get('token_type') or 'Bearer'} {answer['access_token']}"

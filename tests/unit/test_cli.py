@@ -1,0 +1,295 @@
+"""The `tokenvend` command's input checks: bad input exits 2 with one line and writes nothing.
+
+"Nothing written" is shown against a real (moto) Secrets Manager on 127.0.0.1: the CLI
+points at it through AWS_ENDPOINT_URL, and the test lists the secrets afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from tokenvend.awslocal import MotoServer
+from tokenvend.cli import human_seconds, main
+
+CLIENT_SECRET = "very-secret-value-1234"
+DINGTALK = {"client_id": "ding-app", "client_secret": CLIENT_SECRET, "corp_id": "corp-1"}
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def aws(moto: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """A fresh moto behind AWS_ENDPOINT_URL; returns a Secrets Manager client on it."""
+    requests.post(f"{moto.url}/moto-api/reset", timeout=10).raise_for_status()
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_REGION", "TOKENVEND_API_URL", "TOKENVEND_TABLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("TOKENVEND_STACK", "tokenvend")
+    return boto3.client("secretsmanager", endpoint_url=moto.url, region_name="us-east-1")
+
+
+def secret_names(sm: Any) -> list[str]:
+    return sorted(entry["Name"] for entry in sm.list_secrets()["SecretList"])
+
+
+def write(tmp_path: Path, value: Any) -> str:
+    path = tmp_path / "secret.json"
+    path.write_text(value if isinstance(value, str) else json.dumps(value))
+    return str(path)
+
+
+def one_line(text: str) -> str:
+    assert text.endswith("\n") and text.count("\n") == 1, text
+    return text.strip()
+
+
+# -- bad input: exit 2, one line, nothing written -------------------------------------------
+
+
+BAD_SECRETS = {
+    "invalid JSON": ('{"client_id": "x", "client_secret": "' + CLIENT_SECRET, "not valid JSON"),
+    "not an object": ([CLIENT_SECRET], "must be a JSON object"),
+    "missing corp_id": (
+        {"client_id": "x", "client_secret": CLIENT_SECRET},
+        "dingtalk needs the field(s): corp_id",
+    ),
+    "unknown field": ({**DINGTALK, "colour": "blue"}, "unknown field(s) for dingtalk: colour"),
+    "plain http token URL": (
+        {**DINGTALK, "token_url": "http://example.com/token"},
+        "must be https",
+    ),
+    "bad client_auth": ({**DINGTALK, "client_auth": "magic"}, "client_auth must be one of"),
+    "empty": ("   \n", "is empty: expected the secret's JSON"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SECRETS))
+def test_put_refuses_a_bad_secret(
+    case: str, aws: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    value, expected = BAD_SECRETS[case]
+    # When
+    status = main(["connections", "put", "dingtalk", "corp-a", "--file", write(tmp_path, value)])
+    # Then
+    out, err = capsys.readouterr()
+    assert status == 2
+    line = one_line(err)
+    assert expected in line
+    assert CLIENT_SECRET not in err + out
+    assert out == ""
+    assert secret_names(aws) == []
+
+
+@pytest.mark.parametrize(
+    ("provider", "connection", "expected"),
+    [
+        ("Dingtalk", "corp-a", "provider must be a lower-case name"),
+        ("nosuch", "corp-a", "no provider 'nosuch'"),
+        ("dingtalk", "corp a", "connection must be 1 to 64"),
+        ("dingtalk", "x" * 65, "connection must be 1 to 64"),
+        ("dingtalk", "a/b", "connection must be 1 to 64"),
+    ],
+)
+def test_put_refuses_bad_names(
+    provider: str,
+    connection: str,
+    expected: str,
+    aws: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = write(tmp_path, DINGTALK)
+    status = main(["connections", "put", provider, connection, "--file", path])
+    out, err = capsys.readouterr()
+    assert (status, out) == (2, "")
+    assert expected in one_line(err)
+    assert secret_names(aws) == []
+
+
+def test_put_refuses_a_missing_file(
+    aws: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["connections", "put", "dingtalk", "corp-a", "--file", str(tmp_path / "no")])
+    assert status == 2
+    assert "cannot read" in one_line(capsys.readouterr().err)
+    assert secret_names(aws) == []
+
+
+def test_put_reads_standard_input(
+    aws: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The good case, so that the refusals above are refusals of the input, not of the setup
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(DINGTALK)))
+    assert main(["connections", "put", "dingtalk", "corp-a"]) == 0
+    out, err = capsys.readouterr()
+    assert one_line(out).startswith("created secret tokenvend/dingtalk/corp-a")
+    assert (err, CLIENT_SECRET in out) == ("", False)
+    assert secret_names(aws) == ["tokenvend/dingtalk/corp-a"]
+
+
+def test_put_refuses_empty_standard_input(
+    aws: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert main(["connections", "put", "dingtalk", "corp-a"]) == 2
+    assert "standard input is empty" in one_line(capsys.readouterr().err)
+    assert secret_names(aws) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["connections", "delete", "dingtalk", "corp a"], "connection must be"),
+        (["connections", "delete", "dingtalk", "corp-a", "--recovery-days", "3"], "7 to 30"),
+        (["connections", "delete", "nosuch", "corp-a"], "no provider"),
+        (["connections", "delete", "dingtalk"], "required: CONNECTION"),
+        (["connections", "list", "--jsn"], "unrecognized arguments: --jsn"),
+        (["connections"], "a command is needed"),
+        (["authorize", "wps365", "alice"], "required: --code"),
+        (["authorize", "wps365", "alice", "--code", " "], "--code must be"),
+        (["authorize", "dingtalk", "corp-a", "--code", "c"], "does not take authorization codes"),
+        (["token", "dingtalk", "corp-a", "--min-ttl", "abc"], "min_ttl must be an integer"),
+        (["token", "dingtalk", "corp-a", "--min-ttl", "3601"], "min_ttl must be an integer"),
+        (["token", "dingtalk", "corp-a", "--min-ttl", "-1"], "min_ttl must be an integer"),
+        (["token", "dingtalk", "bad name"], "connection must be"),
+        (["refresh", "nosuch", "corp-a"], "no provider"),
+        (["local", "--api-port", "70000"], "not a port number"),
+        (["local", "--refresh-every", "0"], "more than 0 seconds"),
+        (["frobnicate"], "invalid choice"),
+        ([], "a command is needed"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    argv: list[str],
+    expected: str,
+    aws: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given an existing connection, and an API and a Lambda endpoint that cannot be reached
+    # (a command that got past its checks would fail with exit 1, not 2)
+    aws.create_secret(Name="tokenvend/dingtalk/corp-a", SecretString=json.dumps(DINGTALK))
+    monkeypatch.setenv("TOKENVEND_API_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", "http://127.0.0.1:9")
+    monkeypatch.setenv("TOKENVEND_TABLE", "tokens")
+    # When
+    status = main(argv)
+    # Then
+    out, err = capsys.readouterr()
+    assert (status, out) == (2, "")
+    assert expected in one_line(err)
+    assert secret_names(aws) == ["tokenvend/dingtalk/corp-a"]
+    value = aws.get_secret_value(SecretId="tokenvend/dingtalk/corp-a")["SecretString"]
+    assert json.loads(value) == DINGTALK
+
+
+# -- other failures: exit 1, one line -------------------------------------------------------
+
+
+def test_an_unreachable_api_exits_1(
+    aws: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TOKENVEND_API_URL", "http://127.0.0.1:9")
+    assert main(["token", "dingtalk", "corp-a"]) == 1
+    assert "cannot reach the tokenvend API" in one_line(capsys.readouterr().err)
+
+
+def test_no_stack_and_no_table_exits_1(aws: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["connections", "list"]) == 1
+    line = one_line(capsys.readouterr().err)
+    assert "set TOKENVEND_TABLE" in line and "does not exist" in line
+
+
+def test_a_missing_table_exits_1(
+    aws: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TOKENVEND_TABLE", "no-such-table")
+    assert main(["connections", "list"]) == 1
+    line = one_line(capsys.readouterr().err)
+    assert "cannot read the token table no-such-table" in line
+    assert "ResourceNotFoundException" in line
+
+
+def test_no_region_exits_1(
+    aws: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.setenv("TOKENVEND_SECRETS_PREFIX", "tokenvend/")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(DINGTALK)))
+    assert main(["connections", "put", "dingtalk", "corp-a"]) == 1
+    assert "no AWS region (set AWS_REGION)" in one_line(capsys.readouterr().err)
+
+
+# -- the rest -------------------------------------------------------------------------------
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("TOKENVEND_STACK", "TOKENVEND_API_URL", "TOKENVEND_TABLE", "AWS_ENDPOINT_URL"):
+        assert name in out
+    assert main(["connections", "delete", "--help"]) == 0
+    assert "ForceDeleteWithoutRecovery" in capsys.readouterr().out
+
+
+def test_local_passes_its_options_to_the_local_stack(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a stand-in for tokenvend.local (written elsewhere) that records its call
+    seen: dict[str, Any] = {}
+
+    def run(**kwargs: Any) -> int:
+        seen.update(kwargs)
+        return 3
+
+    monkeypatch.setitem(sys.modules, "tokenvend.local", types.SimpleNamespace(run=run))
+    monkeypatch.setenv("TOKENVEND_STACK", "from-env")
+    monkeypatch.setenv("AWS_REGION", "cn-north-1")
+    # When / Then
+    assert main(["local", "--api-port", "0", "--no-sandbox", "--refresh-every", "2.5"]) == 3
+    assert seen == {
+        "stack": "from-env",
+        "region": "cn-north-1",
+        "api_port": 0,
+        "lambda_port": 3001,
+        "aws_port": 4566,
+        "sandbox_port": 3002,
+        "sandbox": False,
+        "refresh_every": 2.5,
+    }
+    assert main(["local", "--stack", "s", "--region", "eu-west-1"]) == 3
+    assert (seen["stack"], seen["region"], seen["sandbox"], seen["refresh_every"]) == (
+        "s",
+        "eu-west-1",
+        True,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (59, "59s"), (60, "1m"), (75, "1m 15s"), (3600, "1h"), (3725, "1h 2m"),
+     (86400, "1d"), (90000, "1d 1h")],
+)  # fmt: skip
+def test_human_seconds(seconds: int, text: str) -> None:
+    assert human_seconds(seconds) == text

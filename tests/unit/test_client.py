@@ -1,0 +1,551 @@
+"""TokenClient and TokenAuth against real HTTP servers on 127.0.0.1.
+
+`FakeApi` plays the tokenvend API and checks every request's SigV4 signature the way
+API Gateway does: it recomputes the signature with botocore over the request it received,
+with the fixed test credentials, and refuses a mismatch with 403. `Target` plays a
+third-party API that accepts some tokens and answers 401 to the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from tokenvend.client import STALE_REUSE_SECONDS, TokenAuth, TokenClient, TokenVendError
+
+ACCESS_KEY = "AKIAFAKEFORTESTS0001"
+SECRET_KEY = "fake-secret-key-for-tokenvend-tests"
+SESSION_TOKEN = "fake-session-token"
+REGION = "eu-west-1"
+AUTH_RE = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/"
+    r"(?P<service>[^/]+)/aws4_request, SignedHeaders=(?P<signed>[a-z0-9;-]+), "
+    r"Signature=(?P<signature>[0-9a-f]{64})"
+)
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def signature_problem(method: str, url: str, headers: Any, body: bytes) -> str | None:
+    """None when the request carries a valid SigV4 signature by the test credentials."""
+    match = AUTH_RE.fullmatch(headers.get("Authorization", ""))
+    if not match:
+        return "no SigV4 Authorization header"
+    if match["key"] != ACCESS_KEY:
+        return "unknown access key"
+    if (match["region"], match["service"]) != (REGION, "execute-api"):
+        return f"signed for {match['region']}/{match['service']}"
+    if headers.get("X-Amz-Security-Token") != SESSION_TOKEN:
+        return "session token missing"
+    signed = match["signed"].split(";")
+    if "host" not in signed or "x-amz-date" not in signed:
+        return "host and x-amz-date must be signed"
+    request = AWSRequest(
+        method=method, url=url, data=body, headers={name: headers[name] for name in signed}
+    )
+    request.context["timestamp"] = headers["X-Amz-Date"]
+    signer = SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY, SESSION_TOKEN), "execute-api", REGION)
+    expected = signer.signature(
+        signer.string_to_sign(request, signer.canonical_request(request)), request
+    )
+    if not hmac.compare_digest(expected, match["signature"]):
+        return "signature mismatch"
+    return None
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: bytes
+
+
+class FakeApi:
+    """The tokenvend API: GET serves the current token, POST .../refresh replaces it unless
+    the rejected token's hash names an older one. Tokens are tok-1, tok-2, ..."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.refused: list[str] = []
+        self.issued = 0
+        self.expires_in = 3600
+        self.stale = False
+        self.error: tuple[int, dict[str, Any], dict[str, str]] | None = None
+        self.gate: threading.Event | None = None
+        self.entered = threading.Event()
+        self._lock = threading.Lock()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                api.handle(self)
+
+            def do_POST(self) -> None:
+                api.handle(self)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def token(self) -> str:
+        return f"tok-{self.issued}"
+
+    def get_calls(self) -> list[Call]:
+        return [call for call in self.calls if call.method == "GET"]
+
+    def refresh_calls(self) -> list[Call]:
+        return [call for call in self.calls if call.method == "POST"]
+
+    def handle(self, http: BaseHTTPRequestHandler) -> None:
+        body = http.rfile.read(int(http.headers.get("Content-Length") or 0))
+        url = f"http://{http.headers['Host']}{http.path}"
+        problem = signature_problem(http.command, url, http.headers, body)
+        if problem:
+            with self._lock:
+                self.refused.append(problem)
+            self.send(http, 403, {"error": {"code": "forbidden", "message": problem}})
+            return
+        parts = urlsplit(http.path)
+        with self._lock:
+            self.calls.append(Call(http.command, parts.path, parse_qs(parts.query), body))
+        self.entered.set()
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.error is not None:
+            status, failure, headers = self.error
+            self.send(http, status, failure, headers)
+            return
+        segments = parts.path.strip("/").split("/")
+        with self._lock:
+            if http.command == "POST":
+                rejected = json.loads(body).get("rejected_token_sha256") if body else None
+                if rejected is None or rejected == sha256(self.token):
+                    self.issued += 1
+            elif self.issued == 0:
+                self.issued = 1
+            answer: dict[str, Any] = {
+                "provider": segments[1],
+                "connection": segments[2],
+                "access_token": self.token,
+                "token_type": "Bearer",
+                "expires_at": "2030-01-01T00:00:00Z",
+                "expires_in": self.expires_in,
+            }
+        if self.stale:
+            answer["stale"] = True
+            answer["refresh_error"] = {"code": "provider_unavailable", "message": "down"}
+        self.send(http, 200, answer, {"Cache-Control": "no-store"})
+
+    @staticmethod
+    def send(
+        http: BaseHTTPRequestHandler,
+        status: int,
+        body: dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        data = json.dumps(body).encode()
+        http.send_response(status)
+        http.send_header("Content-Type", "application/json")
+        http.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            http.send_header(name, value)
+        http.end_headers()
+        http.wfile.write(data)
+
+
+class Target:
+    """A third-party API: 200 for the tokens in `good`, 401 for any other."""
+
+    def __init__(self, good: set[str]) -> None:
+        self.good = good
+        self.seen: list[tuple[str, bytes]] = []
+        target = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                authorization = self.headers.get("Authorization", "")
+                target.seen.append((authorization, body))
+                ok = authorization.removeprefix("Bearer ") in target.good
+                data = b"hello" if ok else b'{"error": "invalid_token"}'
+                self.send_response(200 if ok else 401)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/work"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_REGION", "TOKENVEND_API_URL", "TOKENVEND_STACK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def api() -> Iterator[FakeApi]:
+    server = FakeApi()
+    yield server
+    if server.gate is not None:
+        server.gate.set()
+    server.close()
+
+
+@pytest.fixture
+def client(api: FakeApi) -> TokenClient:
+    return TokenClient(api.url)
+
+
+# -- signing --------------------------------------------------------------------------------
+
+
+def test_requests_are_signed_for_execute_api(api: FakeApi, client: TokenClient) -> None:
+    answer = client.get("dingtalk", "corp-a", min_ttl=120)
+    assert answer["access_token"] == "tok-1"
+    assert api.refused == []
+    [call] = api.calls
+    assert (call.path, call.query) == ("/tokens/dingtalk/corp-a", {"min_ttl": ["120"]})
+
+
+def test_signed_post_body_is_checked_too(api: FakeApi, client: TokenClient) -> None:
+    client.get("dingtalk", "corp-a")
+    client.refresh("dingtalk", "corp-a", rejected_token="tok-1")
+    assert api.refused == []
+    assert json.loads(api.refresh_calls()[0].body) == {"rejected_token_sha256": sha256("tok-1")}
+
+
+def test_a_wrong_secret_key_is_refused(api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given credentials the API does not know the secret of
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-right-key")
+    # When / Then
+    with pytest.raises(TokenVendError) as caught:
+        TokenClient(api.url).get_token("dingtalk", "corp-a")
+    assert (caught.value.status, caught.value.code) == (403, "forbidden")
+    assert api.refused == ["signature mismatch"]
+    assert api.calls == []
+
+
+def test_api_url_from_the_environment(api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENVEND_API_URL", api.url + "/")
+    assert TokenClient().get_token("azure", "graph") == "tok-1"
+    assert api.calls[0].path == "/tokens/azure/graph"
+
+
+def test_no_credentials_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", raising=False)
+    monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", raising=False)
+    with pytest.raises(TokenVendError) as caught:
+        TokenClient("http://127.0.0.1:9").get_token("dingtalk", "corp-a")
+    assert (caught.value.status, caught.value.code) == (0, "no_credentials")
+
+
+# -- the cache ------------------------------------------------------------------------------
+
+
+def test_many_calls_one_api_call(api: FakeApi, client: TokenClient) -> None:
+    tokens = {client.get_token("dingtalk", "corp-a") for _ in range(100)}
+    assert tokens == {"tok-1"}
+    assert len(api.calls) == 1
+
+
+def test_fifty_threads_at_once_make_one_api_call(api: FakeApi, client: TokenClient) -> None:
+    # Given an API that holds the first request until every thread is waiting
+    api.gate = threading.Event()
+    results: list[str] = []
+    start = threading.Barrier(50)
+
+    def worker() -> None:
+        start.wait()
+        results.append(client.get_token("dingtalk", "corp-a"))
+
+    threads = [threading.Thread(target=worker) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    assert api.entered.wait(10)
+    time.sleep(0.2)  # let the other 49 pile up behind the first (no timing is asserted)
+    api.gate.set()
+    for thread in threads:
+        thread.join(10)
+    # Then
+    assert results == ["tok-1"] * 50
+    assert len(api.calls) == 1
+
+
+def test_waiting_threads_share_an_error(api: FakeApi, client: TokenClient) -> None:
+    api.gate = threading.Event()
+    api.error = (503, {"error": {"code": "provider_unavailable", "message": "down"}}, {})
+    codes: list[str] = []
+
+    def worker() -> None:
+        try:
+            client.get_token("dingtalk", "corp-a")
+        except TokenVendError as error:
+            codes.append(error.code)
+
+    threads = [threading.Thread(target=worker) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    assert api.entered.wait(10)
+    time.sleep(0.2)
+    api.gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert codes == ["provider_unavailable"] * 20
+    assert len(api.calls) == 1
+
+
+def test_min_ttl_values_are_cached_apart(api: FakeApi, client: TokenClient) -> None:
+    for _ in range(3):
+        client.get_token("dingtalk", "corp-a", min_ttl=300)
+        client.get_token("dingtalk", "corp-a", min_ttl=600)
+    assert sorted(call.query["min_ttl"][0] for call in api.calls) == ["300", "600"]
+
+
+def test_connections_are_cached_apart(api: FakeApi, client: TokenClient) -> None:
+    client.get_token("dingtalk", "corp-a")
+    client.get_token("dingtalk", "corp-b")
+    client.get_token("aspose", "corp-a")
+    assert [call.path for call in api.calls] == [
+        "/tokens/dingtalk/corp-a",
+        "/tokens/dingtalk/corp-b",
+        "/tokens/aspose/corp-a",
+    ]
+
+
+def test_an_entry_is_reused_until_min_ttl_plus_margin_before_expiry(api: FakeApi) -> None:
+    # Given a token with 400 s left, min_ttl 300 and a margin of 60: 40 s of reuse
+    clock = FakeClock()
+    client = TokenClient(api.url, refresh_margin=60)
+    client._clock = clock
+    api.expires_in = 400
+    client.get_token("dingtalk", "corp-a", min_ttl=300)
+    # When 39 s have passed, Then the entry serves, its expires_in counted down
+    clock.now += 39
+    assert client.get("dingtalk", "corp-a", min_ttl=300)["expires_in"] == 361
+    assert len(api.calls) == 1
+    # When 41 s have passed, Then the API is asked again
+    clock.now += 2
+    client.get_token("dingtalk", "corp-a", min_ttl=300)
+    assert len(api.calls) == 2
+
+
+def test_a_token_shorter_than_min_ttl_is_not_reused(api: FakeApi, client: TokenClient) -> None:
+    api.expires_in = 100  # the provider's tokens live shorter than the caller asks
+    client.get_token("dingtalk", "corp-a", min_ttl=300)
+    client.get_token("dingtalk", "corp-a", min_ttl=300)
+    assert len(api.calls) == 2
+
+
+def test_a_stale_answer_is_reused_briefly_and_never_past_expiry(api: FakeApi) -> None:
+    clock = FakeClock()
+    client = TokenClient(api.url, refresh_margin=0)
+    client._clock = clock
+    api.stale, api.expires_in = True, 1000
+    # A stale answer comes back as it is
+    answer = client.get("dingtalk", "corp-a", min_ttl=0)
+    assert answer["stale"] is True and answer["access_token"] == "tok-1"
+    clock.now += STALE_REUSE_SECONDS - 1
+    client.get("dingtalk", "corp-a", min_ttl=0)
+    assert len(api.calls) == 1
+    # but not for long, though it has 1000 s left
+    clock.now += 2
+    client.get("dingtalk", "corp-a", min_ttl=0)
+    assert len(api.calls) == 2
+    # and never past its expiry
+    api.expires_in = 2
+    client.clear()
+    client.get("dingtalk", "corp-a", min_ttl=0)
+    clock.now += 2.5
+    client.get("dingtalk", "corp-a", min_ttl=0)
+    assert len(api.calls) == 4
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def test_error_answers_raise_with_status_code_and_retry_after(
+    api: FakeApi, client: TokenClient
+) -> None:
+    api.error = (
+        503,
+        {"error": {"code": "provider_unavailable", "message": "dingtalk timed out"}},
+        {"Retry-After": "7"},
+    )
+    with pytest.raises(TokenVendError) as caught:
+        client.get_token("dingtalk", "corp-a")
+    error = caught.value
+    assert (error.status, error.code, error.retry_after) == (503, "provider_unavailable", 7.0)
+    assert error.message == "dingtalk timed out"
+    assert "provider_unavailable: dingtalk timed out" in str(error)
+    # Errors are not cached
+    with pytest.raises(TokenVendError):
+        client.get_token("dingtalk", "corp-a")
+    assert len(api.calls) == 2
+
+
+def test_unknown_connection(api: FakeApi, client: TokenClient) -> None:
+    api.error = (404, {"error": {"code": "unknown_connection", "message": "no secret"}}, {})
+    with pytest.raises(TokenVendError) as caught:
+        client.get("dingtalk", "nope")
+    assert (caught.value.status, caught.value.code, caught.value.retry_after) == (
+        404,
+        "unknown_connection",
+        None,
+    )
+
+
+def test_an_answer_without_a_body_format_still_raises(api: FakeApi, client: TokenClient) -> None:
+    api.error = (403, {"message": "Missing Authentication Token"}, {})
+    with pytest.raises(TokenVendError) as caught:
+        client.get("dingtalk", "corp-a")
+    assert (caught.value.code, caught.value.message) == (
+        "forbidden",
+        "Missing Authentication Token",
+    )
+
+
+def test_an_unreachable_api() -> None:
+    with ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler) as closed:
+        port = closed.server_address[1]
+    with pytest.raises(TokenVendError) as caught:
+        TokenClient(f"http://127.0.0.1:{port}", timeout=2).get_token("dingtalk", "corp-a")
+    assert (caught.value.status, caught.value.code) == (0, "unreachable")
+
+
+# -- refresh --------------------------------------------------------------------------------
+
+
+def test_refresh_replaces_the_cached_token(api: FakeApi, client: TokenClient) -> None:
+    assert client.get_token("dingtalk", "corp-a") == "tok-1"
+    assert client.refresh("dingtalk", "corp-a")["access_token"] == "tok-2"
+    assert api.refresh_calls()[0].body == b""
+    # the new answer is cached: no further API call
+    assert client.get_token("dingtalk", "corp-a") == "tok-2"
+    assert len(api.calls) == 2
+
+
+def test_a_token_rejected_twice_is_reported_once(api: FakeApi, client: TokenClient) -> None:
+    client.get_token("dingtalk", "corp-a")
+    first = client.refresh("dingtalk", "corp-a", rejected_token="tok-1")
+    second = client.refresh("dingtalk", "corp-a", rejected_token="tok-1")
+    assert first["access_token"] == second["access_token"] == "tok-2"
+    assert len(api.refresh_calls()) == 1
+
+
+# -- TokenAuth ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def target() -> Iterator[Target]:
+    server = Target(good={"tok-2"})
+    yield server
+    server.close()
+
+
+def test_token_auth_sets_the_header(api: FakeApi, client: TokenClient, target: Target) -> None:
+    target.good = {"tok-1"}
+    response = requests.post(target.url, data=b"x", auth=TokenAuth(client, "dingtalk", "a"))
+    assert response.status_code == 200
+    assert target.seen == [("Bearer tok-1", b"x")]
+    assert api.refresh_calls() == []
+
+
+def test_token_auth_reports_a_401_and_retries_once(
+    api: FakeApi, client: TokenClient, target: Target
+) -> None:
+    # Given a target that refuses tok-1 and accepts tok-2
+    auth = TokenAuth(client, "dingtalk", "corp-a")
+    # When
+    response = requests.post(target.url, data=io.BytesIO(b"payload"), auth=auth, timeout=10)
+    # Then the refused token was reported, and the request sent again with the new one
+    assert response.status_code == 200 and response.text == "hello"
+    assert [call.body for call in api.refresh_calls()] == [
+        json.dumps({"rejected_token_sha256": sha256("tok-1")}).encode()
+    ]
+    assert target.seen == [("Bearer tok-1", b"payload"), ("Bearer tok-2", b"payload")]
+    assert [r.status_code for r in response.history] == [401]
+    # and the next request uses the new token straight away
+    requests.post(target.url, data=b"again", auth=auth, timeout=10)
+    assert target.seen[-1] == ("Bearer tok-2", b"again")
+    assert len(api.calls) == 2
+
+
+def test_token_auth_does_not_loop_on_401(api: FakeApi, client: TokenClient, target: Target) -> None:
+    target.good = set()
+    response = requests.post(target.url, data=b"p", auth=TokenAuth(client, "dingtalk", "a"))
+    assert response.status_code == 401
+    assert [seen[0] for seen in target.seen] == ["Bearer tok-1", "Bearer tok-2"]
+    assert len(api.refresh_calls()) == 1
+
+
+def test_token_auth_with_a_session(api: FakeApi, client: TokenClient, target: Target) -> None:
+    with requests.Session() as session:
+        session.auth = TokenAuth(client, "dingtalk", "corp-a")
+        assert session.post(target.url, data=b"1").status_code == 200
+        assert session.post(target.url, data=b"2").status_code == 200
+    assert [seen[0] for seen in target.seen] == ["Bearer tok-1", "Bearer tok-2", "Bearer tok-2"]
+    assert len(api.refresh_calls()) == 1
+
+
+def test_the_client_module_imports_no_boto3() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, tokenvend.client; print('boto3' in sys.modules, 'botocore' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
