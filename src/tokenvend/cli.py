@@ -38,6 +38,8 @@ where it points:
   TOKENVEND_TABLE          the token table (default: the stack's TableName output)
   TOKENVEND_SECRETS_PREFIX the connection secrets' prefix (default: the stack's
                            SecretsPrefix output, else tokenvend/)
+  TOKENVEND_SECRETS_KMS_KEY the KMS key new secrets are created with (default: the
+                           stack's SecretsKmsKeyId output, else Secrets Manager's own)
 Provider functions are the stack's <Provider>FunctionName outputs, else <stack>-<provider>.
 Without a stack (`tokenvend local` has no CloudFormation), set TOKENVEND_TABLE and
 TOKENVEND_API_URL; the export lines that `tokenvend local` prints do.
@@ -255,10 +257,13 @@ def cmd_put(args: argparse.Namespace, target: Target) -> int:
     client = target.client("secretsmanager")
     with aws_step(f"cannot store the secret {name}"):
         try:
+            # The stack's key (SecretsKmsKeyId) when it has a customer-managed one.
+            key = target._setting("TOKENVEND_SECRETS_KMS_KEY", "SecretsKmsKeyId")
             answer = client.create_secret(
                 Name=name,
                 SecretString=secret_string,
                 Description=f"tokenvend connection {connection} of {provider}",
+                **({"KmsKeyId": key} if key else {}),
             )
             print(f"created secret {name} (version {answer.get('VersionId', '?')})")
         except ClientError as exc:

@@ -6,21 +6,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import ProviderUnavailable
+from .errors import Internal, ProviderUnavailable
 
-# Throttling and the server's own faults are worth retrying later; everything else is a bug
-# or a permission problem, told in the logs, never with request data in the message.
-THROTTLING = frozenset(
+# Permission errors are the deployment's fault, not a passing one; every other AWS failure
+# (throttling, the service's own faults, timeouts) is worth a retry later.
+
+
+DENIED = frozenset(
     {
-        "ThrottlingException",
-        "Throttling",
-        "ProvisionedThroughputExceededException",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "InternalServerError",
-        "InternalServiceError",
-        "InternalFailure",
-        "ServiceUnavailable",
+        "AccessDeniedException",
+        "AccessDenied",
+        "UnrecognizedClientException",
+        "KMSAccessDeniedException",
     }
 )
 
@@ -55,6 +52,9 @@ def aws_call(what: str) -> Iterator[None]:
         yield
     except ClientError as exc:
         code = error_code(exc)
+        if code in DENIED:
+            # Not a passing fault: the deployment's permissions are wrong. Told as internal.
+            raise Internal(f"{what} refused tokenvend's role ({code}); see the logs") from exc
         raise ProviderUnavailable(
             f"{what} is unavailable ({code or 'error'}); try again shortly", retry_after=2
         ) from exc
