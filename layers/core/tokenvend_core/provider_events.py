@@ -3,6 +3,7 @@ vend function, and `authorize` (for providers that redeem authorization codes)."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,42 @@ def is_scheduled(event: Any) -> bool:
     )
 
 
+def is_queued(event: Any) -> bool:
+    return isinstance(event, dict) and isinstance(event.get("Records"), list)
+
+
+def handle_queued(
+    event: dict[str, Any], refresher: Refresher, remaining_ms: Callable[[], int]
+) -> dict[str, Any]:
+    """Batches from the fan-out queue. A batch not finished in this invocation is reported as
+    failed so that SQS delivers it again; an unreadable one is dropped with an error log."""
+    failures = []
+    for record in event["Records"]:
+        try:
+            body = json.loads(record["body"])
+            items = [
+                (
+                    check_connection(entry["connection"]),
+                    Need(
+                        min_ttl=float(entry.get("min_ttl") or 0),
+                        newer_than=entry.get("newer_than"),
+                        skew=refresher.settings.clock_skew,
+                    ),
+                )
+                for entry in body["connections"]
+            ]
+        except (KeyError, TypeError, ValueError, InvalidRequest):
+            logger.error("dropped an unreadable fan-out message")
+            continue
+        report = refresher.refresh_batch(items, remaining_ms)
+        if report.deferred:
+            failures.append({"itemIdentifier": record.get("messageId", "")})
+    return {"batchItemFailures": failures}
+
+
 def handle(event: Any, refresher: Refresher, remaining_ms: Callable[[], int]) -> dict[str, Any]:
+    if is_queued(event):
+        return handle_queued(event, refresher, remaining_ms)
     if is_scheduled(event):
         # Failures here raise: the invocation fails and Lambda's asynchronous retries and
         # failure destination take over.

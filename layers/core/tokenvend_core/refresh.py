@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .endpoint import TokenEndpoint
 from .errors import (
@@ -37,6 +37,12 @@ from .store import ConnectionState, TokenStore
 from .tokens import Token, sha256_hex
 
 POLL = 0.1
+
+
+class Fanout(Protocol):
+    """Where a scheduled run queues what it does not refresh itself (fanout.SqsFanout)."""
+
+    def send(self, bodies: list[dict[str, Any]]) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +75,7 @@ class ScheduleReport:
     skipped: int = 0
     deferred: int = 0
     removed: int = 0
+    fanned_out: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -84,6 +91,7 @@ class Refresher:
         endpoint: TokenEndpoint,
         *,
         owner: str = "local",
+        fanout: Fanout | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -93,6 +101,7 @@ class Refresher:
         self.secrets = secrets
         self.tokens = tokens
         self.endpoint = endpoint
+        self.fanout = fanout
         self._owner = owner
         self._clock = clock
         self._monotonic = monotonic
@@ -507,12 +516,47 @@ class Refresher:
                 report.removed += 1
         due.sort()
         report.due = len(due)
+        threshold = self.settings.fanout_threshold
+        if self.fanout is not None and len(due) > threshold:
+            # More than one run refreshes: keep the nearest expiries, queue the rest.
+            report.fanned_out = self._fan_out(due[threshold:])
+            due = due[:threshold]
         self._run_bounded(due, remaining_ms, report)
         logger.info(
             "scheduled refresh finished", extra={"provider": self.provider, **report.as_dict()}
         )
         emit("ScheduleDeferred", report.deferred)
         self._report_health(states, versions, now)
+        return report
+
+    def _fan_out(self, overflow: list[tuple[float, str, Need]]) -> int:
+        assert self.fanout is not None
+        size = self.settings.fanout_batch
+        bodies = [
+            {
+                "action": "refresh_batch",
+                "connections": [
+                    {"connection": name, "min_ttl": need.min_ttl, "newer_than": need.newer_than}
+                    for _, name, need in overflow[start : start + size]
+                ],
+            }
+            for start in range(0, len(overflow), size)
+        ]
+        try:
+            self.fanout.send(bodies)
+        except TokenVendError:
+            logger.warning("could not queue the fan-out; the next run picks these up")
+            return 0
+        emit("ScheduleFannedOut", len(overflow))
+        return len(overflow)
+
+    def refresh_batch(
+        self, items: list[tuple[str, Need]], remaining_ms: Callable[[], int]
+    ) -> ScheduleReport:
+        """A batch queued by a scheduled run's fan-out, refreshed like the run itself would.
+        Each connection's need is checked again: one refreshed meanwhile costs nothing."""
+        report = ScheduleReport(connections=len(items), due=len(items))
+        self._run_bounded([(0.0, name, need) for name, need in items], remaining_ms, report)
         return report
 
     def _run_bounded(
@@ -555,7 +599,7 @@ class Refresher:
         for thread in workers:
             thread.join()
         report.refreshed, report.failed = done["refreshed"], done["failed"]
-        report.deferred = report.due - report.refreshed - report.failed
+        report.deferred = report.due - report.refreshed - report.failed - report.fanned_out
 
     def _report_health(
         self, states: dict[str, ConnectionState], versions: dict[str, str | None], now: float

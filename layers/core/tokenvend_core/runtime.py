@@ -6,6 +6,7 @@ import os
 
 from .aws import client
 from .endpoint import TokenEndpoint
+from .fanout import SqsFanout
 from .invoker import LambdaInvoker
 from .providers import spec_for
 from .refresh import Refresher
@@ -29,12 +30,16 @@ def build_vendor(settings: Settings) -> Vendor:
 def build_refresher(settings: Settings) -> Refresher:
     if not settings.provider:
         raise ValueError("PROVIDER is not set")
+    fanout = None
+    if settings.fanout_queue_url:
+        fanout = SqsFanout(client("sqs"), settings.fanout_queue_url)
     return Refresher(
         spec_for(settings.provider),
         settings,
         SecretStore(client("secretsmanager"), settings.secrets_prefix),
         TokenStore(client("dynamodb"), settings.table_name),
         TokenEndpoint(),
+        fanout=fanout,
         owner=os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
         or os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
         or "local",

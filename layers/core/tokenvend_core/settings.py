@@ -42,6 +42,9 @@ class Settings:
     schedule_margin: int = 15
     backoff_cap: int = 3600
     clock_skew: int = 30
+    fanout_queue_url: str = ""
+    fanout_threshold: int = 2000
+    fanout_batch: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -66,4 +69,7 @@ class Settings:
             schedule_margin=_int(env, "SCHEDULE_MARGIN_SECONDS", 15, 1, 600),
             backoff_cap=_int(env, "BACKOFF_CAP_SECONDS", 3600, 60, 86400),
             clock_skew=_int(env, "CLOCK_SKEW_SECONDS", 30, 0, 300),
+            fanout_queue_url=env.get("FANOUT_QUEUE_URL", ""),
+            fanout_threshold=_int(env, "FANOUT_THRESHOLD", 2000, 1, 1_000_000),
+            fanout_batch=_int(env, "FANOUT_BATCH", 100, 1, 1000),
         )
