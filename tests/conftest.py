@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 
-from support import ENV
+from support import ENV, Stack, build_stack, create_table
+from tokenvend.sandbox import Sandbox
 
 
 @pytest.fixture(autouse=True)
@@ -34,3 +38,33 @@ def logs() -> Iterator[io.StringIO]:
         yield stream
     finally:
         logger._logger.removeHandler(handler)
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    """The five providers' token endpoints on 127.0.0.1."""
+    with Sandbox() as running:
+        yield running
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    """moto in this process, with the token table of template.yaml."""
+    with mock_aws():
+        create_table(boto3.client("dynamodb"))
+        yield
+
+
+@pytest.fixture
+def make_stack(aws: None, sandbox: Sandbox) -> Callable[..., Stack]:
+    """Deployments on the same AWS and sandbox, with settings of the test's choosing."""
+
+    def make(**overrides: Any) -> Stack:
+        return build_stack(sandbox, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def stack(make_stack: Callable[..., Stack]) -> Stack:
+    return make_stack()
