@@ -7,50 +7,87 @@ lease (a conditional write) mean the same thing locally as in AWS.
 
 from __future__ import annotations
 
+import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 
-class MotoServer:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+class WsgiServer:
+    """A werkzeug server for a WSGI application, on a socket bound here: a busy port is an
+    OSError for the caller to report (werkzeug's own binding prints and exits instead)."""
+
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        threaded: bool = True,
+        name: str = "wsgi",
+    ) -> None:
         from werkzeug.serving import WSGIRequestHandler, make_server
 
-        class Quiet(WSGIRequestHandler):
+        class Quiet(WSGIRequestHandler):  # one class per server: werkzeug sets its protocol
             def log_request(self, *args: Any, **kwargs: Any) -> None:
                 pass
 
-        app = DomainDispatcherApplication(create_backend_app)
-        self._server: Any = make_server(host, port, app, threaded=False, request_handler=Quiet)
+        sock = socket.create_server((host, port), backlog=128)
+        try:
+            bound = sock.getsockname()[1]
+            self._server: Any = make_server(
+                host, bound, app, threaded=threaded, request_handler=Quiet, fd=sock.fileno()
+            )
+        finally:
+            sock.close()  # the server holds its own duplicate
         self._server.timeout = 0.5
-        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name=name, daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        host = self._server.server_address[0]
+        return f"http://{host}:{self.port}"
 
-    def start(self) -> MotoServer:
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+        self._server.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class MotoServer(WsgiServer):
+    """moto's server for every service, answering one request at a time."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+        app = DomainDispatcherApplication(create_backend_app)
+        super().__init__(app, host, port, threaded=False, name="moto")
+
+    def start(self) -> Self:
         """Serve, starting from empty: moto's backends live in this process and outlast any
         earlier server in it."""
         from moto.moto_api import _internal
 
         _internal.moto_api_backend.reset()
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> MotoServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return super().start()
 
 
 @dataclass(frozen=True, slots=True)

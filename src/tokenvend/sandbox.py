@@ -730,7 +730,8 @@ class Sandbox:
         )
         self._issue(client, token=token)
         return _ok(
-            {"access_token": token, "expires_in": self._lifetime(client), "token_type": "Bearer"}  # nosec B105 - a token type
+            # A token type, not a credential.
+            {"access_token": token, "expires_in": self._lifetime(client), "token_type": "Bearer"}  # nosec B105
         )
 
     def _wps365(self, rec: Recorded) -> Fault:
@@ -751,7 +752,8 @@ class Sandbox:
         lifetime = self._lifetime(client)
         if grant == "client_credentials":  # app token
             token = self._issue(client)
-            return _ok({"access_token": token, "expires_in": lifetime, "token_type": "bearer"})  # nosec B105 - a token type
+            # A token type, not a credential.
+            return _ok({"access_token": token, "expires_in": lifetime, "token_type": "bearer"})  # nosec B105
         if grant == "authorization_code":
             code_value, redirect_uri = form.get("code", ""), form.get("redirect_uri")
             if not code_value:
@@ -791,7 +793,8 @@ class Sandbox:
                 "expires_in": lifetime,
                 "refresh_token": grant_obj.refresh_token,
                 "refresh_expires_in": max(0, int(grant_obj.expires_at - now)),
-                "token_type": "bearer",  # nosec B105 - a token type
+                # A token type, not a credential.
+                "token_type": "bearer",  # nosec B105
             }
         )
 
@@ -858,7 +861,8 @@ class Sandbox:
         if variant == "v1":  # the v1 endpoint answers with numbers as strings
             return _ok(
                 {
-                    "token_type": "Bearer",  # nosec B105 - a token type
+                    # A token type, not a credential.
+                    "token_type": "Bearer",  # nosec B105
                     "expires_in": str(lifetime),
                     "ext_expires_in": str(lifetime),
                     "expires_on": str(now + lifetime),
@@ -869,7 +873,8 @@ class Sandbox:
             )
         return _ok(
             {
-                "token_type": "Bearer",  # nosec B105 - a token type
+                # A token type, not a credential.
+                "token_type": "Bearer",  # nosec B105
                 "expires_in": lifetime,
                 "ext_expires_in": lifetime,
                 "access_token": token,
@@ -949,7 +954,8 @@ class Sandbox:
             return Fault.oauth_error("invalid_scope", 400, "scope not allowed for this client")
         body: dict[str, Any] = {
             "access_token": self._issue(client),
-            "token_type": "Bearer",  # nosec B105 - a token type
+            # A token type, not a credential.
+            "token_type": "Bearer",  # nosec B105
             "expires_in": self._lifetime(client),
         }
         if requested is not None:

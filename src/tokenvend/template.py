@@ -79,6 +79,7 @@ def ttl_attribute(template: dict[str, Any], logical_id: str = "TokenTable") -> s
 ACCOUNT_ID = "123456789012"  # moto's default account
 _PSEUDO_PARTITION = "aws"
 _URL_SUFFIX = "amazonaws.com"
+_NO_VALUE: Any = type("NoValue", (), {"__repr__": lambda self: "AWS::NoValue"})()
 _SUB_RE = re.compile(r"\$\{(!?)([^}]*)\}")
 SERVERLESS_FUNCTION = "AWS::Serverless::Function"
 
@@ -128,6 +129,8 @@ class Stack:
             return str(self.resolve(props["FunctionName"]))
         if kind == "AWS::DynamoDB::Table" and "TableName" in props:
             return str(self.resolve(props["TableName"]))
+        if kind == "AWS::SQS::Queue" and "QueueName" in props:
+            return str(self.resolve(props["QueueName"]))
         if kind in ("AWS::Serverless::LayerVersion", "AWS::Lambda::LayerVersion"):
             return self._arn("lambda", f"layer:{self.name}-{logical_id}:1")
         return f"{self.name}-{logical_id}"
@@ -140,6 +143,10 @@ class Stack:
             return self._arn("lambda", f"function:{name}")
         if kind == "AWS::DynamoDB::Table":
             return self._arn("dynamodb", f"table/{name}")
+        if kind == "AWS::SQS::Queue":
+            return self._arn("sqs", name)
+        if kind == "AWS::SNS::Topic":
+            return self._arn("sns", name)
         if kind.startswith("AWS::Serverless::LayerVersion"):
             return name
         raise TemplateError(f"no Arn for {logical_id} ({kind}) in this reader")
@@ -169,15 +176,25 @@ class Stack:
         }
         if name in pseudo:
             return pseudo[name]
+        if name == "AWS::NoValue":
+            return _NO_VALUE
         if name in self.parameters:
             return self.parameters[name]
         if name in self.resources:
+            if self.resource_type(name) == "AWS::SQS::Queue":  # a queue's Ref is its URL
+                return f"https://sqs.{self.region}.{_URL_SUFFIX}/{self.account_id}/" + (
+                    self.physical_id(name)
+                )
+            if self.resource_type(name) == "AWS::SNS::Topic":
+                return self.arn(name)
             return self.physical_id(name)
         raise TemplateError(f"!Ref {name}: no such parameter or resource")
 
     def get_att(self, logical_id: str, attribute: str) -> str:
         if attribute == "Arn":
             return self.arn(logical_id)
+        if attribute in ("QueueName", "TopicName", "Name"):
+            return self.physical_id(logical_id)
         raise TemplateError(f"!GetAtt {logical_id}.{attribute} is not known to this reader")
 
     def condition(self, name: str) -> bool:
@@ -189,7 +206,12 @@ class Stack:
         return self._conditions[name]
 
     def resolve(self, value: Any) -> Any:
-        """The value with every intrinsic function evaluated."""
+        """The value with every intrinsic function evaluated; what resolves to
+        AWS::NoValue is left out (None at the top)."""
+        resolved = self._resolve(value)
+        return None if resolved is _NO_VALUE else resolved
+
+    def _resolve(self, value: Any) -> Any:
         if isinstance(value, Tag):
             return self._intrinsic(value.name, value.value)
         if isinstance(value, dict):
@@ -201,9 +223,10 @@ class Stack:
                     return self.condition(arg)
                 if key.startswith("Fn::"):
                     return self._intrinsic(key[4:], arg)
-            return {key: self.resolve(item) for key, item in value.items()}
+            items = ((key, self._resolve(item)) for key, item in value.items())
+            return {key: item for key, item in items if item is not _NO_VALUE}
         if isinstance(value, list):
-            return [self.resolve(item) for item in value]
+            return [item for item in map(self._resolve, value) if item is not _NO_VALUE]
         return value
 
     def _intrinsic(self, name: str, arg: Any) -> Any:
@@ -218,7 +241,7 @@ class Stack:
             return self.condition(str(arg))
         if name == "If":
             condition, when_true, when_false = arg
-            return self.resolve(when_true if self.condition(str(condition)) else when_false)
+            return self._resolve(when_true if self.condition(str(condition)) else when_false)
         if name == "Equals":
             left, right = (_text(self.resolve(item)) for item in arg)
             return left == right
@@ -339,5 +362,7 @@ def _check_parameter(name: str, spec: dict[str, Any], value: str) -> None:
         except ValueError:
             raise TemplateError(f"parameter {name} must be a number, got {value!r}") from None
         low, high = spec.get("MinValue"), spec.get("MaxValue")
-        if (low is not None and number < float(low)) or (high is not None and number > float(high)):
-            raise TemplateError(f"parameter {name} must be between {low} and {high}, got {value}")
+        if low is not None and number < float(low):
+            raise TemplateError(f"parameter {name} must be at least {low}, got {value}")
+        if high is not None and number > float(high):
+            raise TemplateError(f"parameter {name} must be at most {high}, got {value}")

@@ -1,0 +1,97 @@
+"""The sandbox's token endpoints and one ready `demo` connection per provider.
+
+Each provider gets a sandbox client with a fresh random secret, and a connection secret in
+the local Secrets Manager that points at the sandbox, exactly as an operator would put a
+real one (`tokenvend connections put`). wps365's connection is authorized through the
+sandbox's own authorization step: the sandbox issues a code, as a user's consent would, and
+the wps365 function redeems it, as `tokenvend authorize` does. The secrets are never shown.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from ..sandbox import Sandbox
+from .log import log
+
+CONNECTION = "demo"
+AZURE_TENANT = "tokenvend-demo-tenant"
+AZURE_SCOPE = "api://tokenvend-demo/.default"
+DINGTALK_CORP = "dingtokenvenddemo"
+OAUTH2_SCOPE = "demo.read"
+
+
+class DemoError(RuntimeError):
+    """A demo connection could not be set up."""
+
+
+def demo_connection(provider: str, sandbox: Sandbox) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the sandbox client's registration attributes, the connection's secret value)."""
+    client_id = f"tokenvend-demo-{provider}"
+    secret: dict[str, Any] = {"client_id": client_id, "client_secret": secrets.token_urlsafe(24)}
+    attrs: dict[str, Any] = {}
+    if provider == "aspose":
+        # The /connect/token URL the official SDKs use: credentials in a form body.
+        secret["token_url"] = sandbox.token_url("aspose", style="form")
+    elif provider == "wps365":
+        attrs["redirect_uri"] = sandbox.callback_url()
+        secret.update(redirect_uri=sandbox.callback_url(), token_url=sandbox.token_url("wps365"))
+    elif provider == "azure":
+        attrs.update(tenant_id=AZURE_TENANT, scope=AZURE_SCOPE)
+        secret.update(
+            tenant_id=AZURE_TENANT, scope=AZURE_SCOPE, authority_host=sandbox.authority_host()
+        )
+    elif provider == "dingtalk":
+        attrs["corp_id"] = DINGTALK_CORP
+        secret.update(corp_id=DINGTALK_CORP, token_url=sandbox.token_url("dingtalk"))
+    elif provider == "oauth2":
+        attrs["scope"] = OAUTH2_SCOPE
+        secret.update(token_url=sandbox.token_url("oauth2"), scope=OAUTH2_SCOPE)
+    else:
+        raise DemoError(f"the sandbox has no {provider} endpoint")
+    return attrs, secret
+
+
+def set_up(
+    sandbox: Sandbox,
+    *,
+    provider_functions: Mapping[str, str],
+    secrets_prefix: str,
+    secretsmanager: Any,
+    lambda_client: Any,
+) -> list[str]:
+    """Register, store and (wps365) authorize the demo connection of every provider that
+    has both a function and a sandbox endpoint; returns those providers."""
+    ready = []
+    for provider, function_name in provider_functions.items():
+        attrs, value = demo_connection(provider, sandbox)
+        sandbox.register(provider, value["client_id"], value["client_secret"], **attrs)
+        secretsmanager.create_secret(
+            Name=f"{secrets_prefix}{provider}/{CONNECTION}",
+            Description=f"tokenvend local: the {provider} demo connection (sandbox)",
+            SecretString=json.dumps(value),
+        )
+        if provider == "wps365":
+            _authorize(sandbox, lambda_client, function_name, value)
+        ready.append(provider)
+    log("demo connections ready", connection=CONNECTION, providers=ready)
+    return ready
+
+
+def _authorize(sandbox: Sandbox, lambda_client: Any, function_name: str, value: dict[str, Any]):
+    code = sandbox.authorize(value["client_id"], value["redirect_uri"])
+    event = {
+        "action": "authorize",
+        "connection": CONNECTION,
+        "code": code,
+        "redirect_uri": value["redirect_uri"],
+    }
+    answer = lambda_client.invoke(FunctionName=function_name, Payload=json.dumps(event).encode())
+    result = json.loads(answer["Payload"].read() or b"null")
+    if answer.get("FunctionError") or not isinstance(result, dict) or not result.get("ok"):
+        error = (result or {}).get("error") if isinstance(result, dict) else None
+        detail = f"{error.get('code')}: {error.get('message')}" if isinstance(error, dict) else ""
+        raise DemoError(f"the wps365 demo connection could not be authorized ({detail})")

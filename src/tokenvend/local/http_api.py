@@ -1,0 +1,358 @@
+"""The REST API as API Gateway serves it to the vend function, like `sam local start-api`
+(no stage in the path) plus what sam local leaves out: `AWS_IAM` authorization.
+
+Routes come from the template: every `Api` event of every function. A request on a route
+whose authorizer is AWS_IAM (the API's DefaultAuthorizer unless the event says otherwise)
+must carry a valid SigV4 signature for `execute-api` made with an access key issued by the
+local IAM; otherwise it is refused before any function runs, with the API's own
+GatewayResponses from the template (so the body is the service's `{"error": ...}`). The
+function gets API Gateway's REST proxy event (version 1.0), with the caller's identity in
+`requestContext.identity`, and its answer becomes the HTTP response.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from werkzeug.datastructures import Headers
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wrappers import Request, Response
+
+from ..awslocal import Principal
+from ..template import Stack, Tag, TemplateError
+from .functions import LocalFunction
+from .log import log
+from .sigv4 import MISSING, Refused, Verifier
+
+MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
+
+# API Gateway's default status per gateway response type (those this emulation produces).
+_STATUS = {
+    # A gateway response type, not a credential.
+    "MISSING_AUTHENTICATION_TOKEN": 403,  # nosec B105
+    "INVALID_SIGNATURE": 403,
+    # A gateway response type, not a credential.
+    "EXPIRED_TOKEN": 403,  # nosec B105
+    "ACCESS_DENIED": 403,
+    "REQUEST_TOO_LARGE": 413,
+    "DEFAULT_4XX": 400,
+    "DEFAULT_5XX": 500,
+    "INTEGRATION_FAILURE": 502,
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str  # GET, POST, ..., or ANY
+    path: str  # as in the template: /tokens/{provider}/{connection}
+    function: LocalFunction
+    iam: bool  # the route needs a SigV4 signature
+    pattern: re.Pattern[str] = field(compare=False)
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        if self.method not in ("ANY", method):
+            return None
+        found = self.pattern.fullmatch(path)
+        return found.groupdict() if found else None
+
+    @property
+    def specificity(self) -> tuple[int, int]:
+        """Literal segments first, greedy {proxy+} last, as API Gateway picks."""
+        segments = self.path.strip("/").split("/")
+        greedy = sum(segment.endswith("+}") for segment in segments)
+        literal = sum(not segment.startswith("{") for segment in segments)
+        return (greedy, -literal)
+
+
+def _pattern(path: str) -> re.Pattern[str]:
+    parts = []
+    for segment in path.strip("/").split("/"):
+        if segment.startswith("{") and segment.endswith("+}"):
+            parts.append(f"(?P<{segment[1:-2]}>.+)")
+        elif segment.startswith("{") and segment.endswith("}"):
+            parts.append(f"(?P<{segment[1:-1]}>[^/]+)")
+        else:
+            parts.append(re.escape(segment))
+    return re.compile("/" + "/".join(parts))
+
+
+@dataclass(frozen=True)
+class RestApi:
+    """What the template says of one AWS::Serverless::Api (or of SAM's implicit one)."""
+
+    logical_id: str
+    stage: str
+    default_iam: bool
+    gateway_responses: dict[str, Any]
+
+
+def rest_api(stack: Stack, logical_id: str | None) -> RestApi:
+    if logical_id is None:  # SAM's implicit API, configured by Globals.Api
+        props = (stack.template.get("Globals") or {}).get("Api") or {}
+        logical_id = "ServerlessRestApi"
+        stage = "Prod"
+    else:
+        props = stack.template["Resources"][logical_id].get("Properties") or {}
+        stage = str(stack.resolve(props.get("StageName", "Prod")))
+    auth = stack.resolve(props.get("Auth") or {})
+    default = auth.get("DefaultAuthorizer")
+    if default not in (None, "AWS_IAM", "NONE"):
+        raise TemplateError(f"{logical_id}: only the AWS_IAM authorizer is served locally")
+    responses = stack.resolve(props.get("GatewayResponses") or {})
+    return RestApi(logical_id, stage, default == "AWS_IAM", responses)
+
+
+def routes_of(stack: Stack, functions: Mapping[str, LocalFunction]) -> tuple[list[Route], RestApi]:
+    """Every Api event of every function; one REST API (the template defines one)."""
+    routes: list[Route] = []
+    apis: dict[str | None, RestApi] = {}
+    for function in functions.values():
+        raw_events = (
+            stack.template["Resources"][function.logical_id].get("Properties", {}).get("Events")
+        ) or {}
+        for event_name, props in stack.function_events(function.logical_id, "Api"):
+            raw_api = (raw_events[event_name].get("Properties") or {}).get("RestApiId")
+            api_id = _logical_id(raw_api)
+            if api_id not in apis:
+                apis[api_id] = rest_api(stack, api_id)
+            api = apis[api_id]
+            authorizer = (props.get("Auth") or {}).get("Authorizer")
+            if authorizer not in (None, "AWS_IAM", "NONE"):
+                raise TemplateError(f"{function.logical_id}.{event_name}: only AWS_IAM is served")
+            iam = authorizer == "AWS_IAM" or (authorizer is None and api.default_iam)
+            path, method = str(props["Path"]), str(props["Method"]).upper()
+            routes.append(Route(method, path, function, iam, _pattern(path)))
+    if len(apis) > 1:
+        raise TemplateError("the local stack serves one REST API; the template has several")
+    routes.sort(key=lambda route: route.specificity)
+    api = next(iter(apis.values()), RestApi("ServerlessRestApi", "Prod", False, {}))
+    return routes, api
+
+
+def _logical_id(value: Any) -> str | None:
+    if isinstance(value, Tag) and value.name == "Ref":
+        return str(value.value)
+    if isinstance(value, dict) and "Ref" in value:
+        return str(value["Ref"])
+    if value is None:
+        return None
+    raise TemplateError(f"RestApiId must be a !Ref to the API, got {value!r}")
+
+
+class HttpApi:
+    """A WSGI application: API Gateway in front of the template's functions."""
+
+    def __init__(
+        self,
+        routes: list[Route],
+        api: RestApi,
+        verifier: Verifier,
+        *,
+        account_id: str,
+        api_id: str = "local",
+    ) -> None:
+        self._routes = routes
+        self._api = api
+        self._verifier = verifier
+        self._account_id = account_id
+        self._api_id = api_id
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        started = time.monotonic()
+        request = Request(environ)
+        request.max_content_length = MAX_BODY
+        response, fields = self._answer(request, environ)
+        log(
+            "api request",
+            method=request.method,
+            path=request.path,
+            status=response.status_code,
+            duration_ms=round((time.monotonic() - started) * 1000, 2),
+            **fields,
+        )
+        return response(environ, start_response)
+
+    def _answer(self, request: Request, environ: dict[str, Any]) -> tuple[Response, dict[str, Any]]:
+        found = self._route(request.method, request.path)
+        if found is None:
+            # API Gateway answers an unknown path on an IAM API like an unsigned request.
+            return self._gateway(MISSING, "Missing Authentication Token"), {"refused": MISSING}
+        route, params = found
+        try:
+            body = request.get_data(cache=True)
+        except RequestEntityTooLarge:
+            return self._gateway("REQUEST_TOO_LARGE", "Request Too Long"), {}
+        principal = None
+        if route.iam:
+            raw_uri = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or request.full_path)
+            if raw_uri.startswith(("http://", "https://")):
+                raw_uri = "/" + raw_uri.split("/", 3)[3] if raw_uri.count("/") >= 3 else "/"
+            raw_path, _, raw_query = raw_uri.partition("?")
+            try:
+                principal = self._verifier.verify(
+                    method=request.method,
+                    host=request.headers.get("Host", ""),
+                    raw_path=raw_path,
+                    raw_query=raw_query,
+                    headers={name.lower(): value for name, value in request.headers.items()},
+                    body=body,
+                )
+            except Refused as refused:
+                fields: dict[str, Any] = {"refused": refused.kind, "reason": refused.message}
+                return self._gateway(refused.kind, refused.message), fields
+        event = self._event(request, route, params, principal, body)
+        invocation = route.function.invoke(event)
+        fields = {"function_name": route.function.name, "caller": principal and principal.arn}
+
+        if invocation.error:
+            return self._gateway("DEFAULT_5XX", "Internal server error", 502), fields
+        try:
+            return _response(json.loads(invocation.payload)), fields
+        except (ValueError, TypeError, KeyError, binascii.Error):
+            log("malformed Lambda proxy response", level="ERROR", **fields)
+            return self._gateway("DEFAULT_5XX", "Internal server error", 502), fields
+
+    def _route(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        for route in self._routes:
+            params = route.match(method, path)
+            if params is not None:
+                return route, params
+        return None
+
+    def _event(
+        self,
+        request: Request,
+        route: Route,
+        params: dict[str, str],
+        principal: Principal | None,
+        body: bytes,
+    ) -> dict[str, Any]:
+        headers: dict[str, str] = {}
+        multi_headers: dict[str, list[str]] = {}
+        for name, value in request.headers.items():
+            headers[name] = value
+            multi_headers.setdefault(name, []).append(value)
+        query = {name: values[-1] for name, values in request.args.lists()}
+        multi_query = {name: list(values) for name, values in request.args.lists()}
+        now = datetime.now(UTC)
+        text: str | None
+        try:
+            text, encoded = (body.decode("utf-8") if body else None), False
+        except UnicodeDecodeError:
+            text, encoded = base64.b64encode(body).decode("ascii"), True
+        source_ip = request.remote_addr or "127.0.0.1"
+        identity = {
+            "cognitoIdentityPoolId": None,
+            "accountId": principal.account_id if principal else None,
+            "cognitoIdentityId": None,
+            "caller": principal.user_id if principal else None,
+            "sourceIp": source_ip,
+            "principalOrgId": None,
+            "accessKey": principal.access_key_id if principal else None,
+            "cognitoAuthenticationType": None,
+            "cognitoAuthenticationProvider": None,
+            "userArn": principal.arn if principal else None,
+            "userAgent": request.headers.get("User-Agent"),
+            "user": principal.user_id if principal else None,
+        }
+        host = request.headers.get("Host", "127.0.0.1")
+        return {
+            "resource": route.path,
+            "path": request.path,
+            "httpMethod": request.method,
+            "headers": headers or None,
+            "multiValueHeaders": multi_headers or None,
+            "queryStringParameters": query or None,
+            "multiValueQueryStringParameters": multi_query or None,
+            "pathParameters": params or None,
+            "stageVariables": None,
+            "requestContext": {
+                "resourceId": route.path,
+                "resourcePath": route.path,
+                "httpMethod": request.method,
+                "extendedRequestId": uuid.uuid4().hex[:16],
+                "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+                "path": f"/{self._api.stage}{request.path}",
+                "accountId": self._account_id,
+                "protocol": request.environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+                "stage": self._api.stage,
+                "domainPrefix": host.split(".")[0].split(":")[0],
+                "requestTimeEpoch": int(now.timestamp() * 1000),
+                "requestId": str(uuid.uuid4()),
+                "identity": identity,
+                "domainName": host,
+                "apiId": self._api_id,
+            },
+            "body": text,
+            "isBase64Encoded": encoded,
+        }
+
+    def _gateway(self, kind: str, message: str, status: int | None = None) -> Response:
+        """A refusal made by API Gateway itself, rendered with the template's
+        GatewayResponses (falling back on DEFAULT_4XX/5XX, then on API Gateway's default)."""
+        status = status or _STATUS.get(kind, 400)
+        responses = self._api.gateway_responses
+        spec = responses.get(kind) or responses.get(
+            "DEFAULT_5XX" if status >= 500 else "DEFAULT_4XX"
+        )
+        headers = Headers({"Content-Type": "application/json"})
+        body = json.dumps({"message": message})
+        if isinstance(spec, dict):
+            template = (spec.get("ResponseTemplates") or {}).get("application/json")
+            if isinstance(template, str):
+                body = _render(template, message)
+            if spec.get("StatusCode"):
+                status = int(spec["StatusCode"])
+            for name, value in (
+                (spec.get("ResponseParameters") or {}).get("Headers") or {}
+            ).items():
+                if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == "'":
+                    headers[name] = value[1:-1]
+        headers["X-Amzn-ErrorType"] = _error_type(kind)
+        return Response(body, status=status, headers=headers)
+
+
+def _render(template: str, message: str) -> str:
+    """The few $context variables a gateway response template uses here."""
+    return template.replace("$context.error.messageString", json.dumps(message)).replace(
+        "$context.error.message", message
+    )
+
+
+def _error_type(kind: str) -> str:
+    return {
+        # An error type, not a credential.
+        "MISSING_AUTHENTICATION_TOKEN": "MissingAuthenticationTokenException",  # nosec B105
+        "INVALID_SIGNATURE": "InvalidSignatureException",
+        # An error type, not a credential.
+        "EXPIRED_TOKEN": "ExpiredTokenException",  # nosec B105
+    }.get(kind, "ApiGatewayException")
+
+
+def _response(result: Any) -> Response:
+    """A Lambda proxy integration's answer as an HTTP response (KeyError/ValueError if it
+    is not one: API Gateway then answers 502)."""
+    if not isinstance(result, dict):
+        raise ValueError("not an object")
+    status = int(result["statusCode"])
+    headers = Headers()
+    for name, value in (result.get("headers") or {}).items():
+        headers[name] = str(value)
+    for name, values in (result.get("multiValueHeaders") or {}).items():
+        if name not in (result.get("headers") or {}):
+            for value in values:
+                headers.add(name, str(value))
+    body = result.get("body") or ""
+    if not isinstance(body, str):
+        raise ValueError("body must be a string")
+    payload = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode()
+    return Response(payload, status=status, headers=headers)

@@ -1,0 +1,360 @@
+"""The whole stack on loopback: moto for AWS, the functions behind a Lambda Invoke API and
+behind API Gateway's REST API, the schedules, and the sandbox with its demo connections."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..awslocal import MotoKeys, MotoServer, WsgiServer
+from ..template import ACCOUNT_ID, Stack, find_template, load_template, table_definition
+from ..template import ttl_attribute as template_ttl_attribute
+from . import demo
+from .functions import LocalFunction, functions_of
+from .http_api import HttpApi, routes_of
+from .lambda_api import LambdaApi
+from .log import log
+from .schedule import Scheduler, schedules_of
+from .sigv4 import Verifier
+from .sources import SqsPollers, sources_of
+
+HOST = "127.0.0.1"
+LOCAL_USER = "tokenvend-local"
+# The functions' own credentials: moto takes any key it did not issue as its default account.
+# moto's fake keys, not a credential.
+FUNCTION_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # nosec B105
+# Settings from the calling shell that would point boto3 elsewhere or change what it signs.
+_CLEARED = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+    "AWS_USE_FIPS_ENDPOINT",
+    "AWS_USE_DUALSTACK_ENDPOINT",
+)
+
+
+_QUEUE_ATTRIBUTES = (
+    "DelaySeconds",
+    "MaximumMessageSize",
+    "MessageRetentionPeriod",
+    "ReceiveMessageWaitTimeSeconds",
+    "VisibilityTimeout",
+    "KmsMasterKeyId",
+    "KmsDataKeyReusePeriodSeconds",
+    "SqsManagedSseEnabled",
+)
+
+
+class StartError(RuntimeError):
+    """The stack could not start; the message is the one line to show."""
+
+
+@dataclass
+class Options:
+    stack: str = "tokenvend"
+    region: str = "us-east-1"
+    api_port: int = 3000
+    lambda_port: int = 3001
+    aws_port: int = 4566
+    sandbox_port: int = 3002
+    sandbox: bool = True
+    refresh_every: float | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+    template: Path | None = None
+
+
+class LocalStack:
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.template_path = options.template or find_template()
+        self.stack = Stack(
+            load_template(self.template_path),
+            name=options.stack,
+            region=options.region,
+            parameters=options.parameters,
+        )
+        self.functions: dict[str, LocalFunction] = {}
+        self.moto: MotoServer | None = None
+        self.lambda_server: WsgiServer | None = None
+        self.api_server: WsgiServer | None = None
+        self.sandbox: Any = None
+        self.scheduler: Scheduler | None = None
+        self.pollers: SqsPollers | None = None
+        self.user_key: dict[str, str] = {}
+        self.demo_providers: list[str] = []
+        self._saved_env: dict[str, str] | None = None
+
+    # -- start --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        options, stack = self.options, self.stack
+        _route_warnings()
+        self.functions = functions_of(stack, self.template_path.parent)
+        routes, api = routes_of(stack, self.functions)
+        schedules = schedules_of(stack, self.functions, options.refresh_every)
+        sources = sources_of(stack, self.functions)
+        self.moto = _listen("--aws-port", options.aws_port, MotoServer, HOST, options.aws_port)
+        self.moto.start()
+        lambda_app = LambdaApi(self.functions, region=options.region, account_id=ACCOUNT_ID)
+        self.lambda_server = _listen(
+            "--lambda-port", options.lambda_port, WsgiServer, lambda_app, HOST,
+            options.lambda_port, name="lambda",
+        )  # fmt: skip
+        verifier = Verifier(MotoKeys(), region=options.region)
+        api_app = HttpApi(routes, api, verifier, account_id=ACCOUNT_ID)
+        self.api_server = _listen(
+            "--api-port", options.api_port, WsgiServer, api_app, HOST, options.api_port,
+            name="api",
+        )  # fmt: skip
+        self._set_environment()
+        self._create_table()
+        self._create_queues()
+        for function in self.functions.values():
+            function.load()
+        self.lambda_server.start()
+        self.api_server.start()
+        self._create_user()
+        if options.sandbox:
+            self._start_sandbox()
+        self.scheduler = Scheduler(schedules, region=options.region, account_id=ACCOUNT_ID)
+        self.scheduler.start()
+        self.pollers = SqsPollers(sources, region=options.region).start()
+        log(
+            "serving",
+            stack=options.stack,
+            functions=sorted(self.functions),
+            routes=[f"{route.method} {route.path}" for route in routes],
+            schedules={s.rule_name: s.interval for s in schedules},
+            queues={source.queue_name: source.function.name for source in sources},
+        )
+
+    def _set_environment(self) -> None:
+        """What the functions' boto3 clients (and Powertools) read, process-wide."""
+        assert self.moto is not None and self.lambda_server is not None
+        self._saved_env = dict(os.environ)
+        for name in list(os.environ):
+            if name in _CLEARED or name.startswith("AWS_ENDPOINT_URL_"):
+                del os.environ[name]
+        os.environ.update(
+            {
+                **FUNCTION_CREDENTIALS,
+                "AWS_REGION": self.options.region,
+                "AWS_DEFAULT_REGION": self.options.region,
+                "AWS_ENDPOINT_URL": self.moto.url,
+                "AWS_ENDPOINT_URL_LAMBDA": self.lambda_server.url,
+                # No profile file from this machine may add settings (an endpoint, a role).
+                "AWS_CONFIG_FILE": os.devnull,
+                "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                "AWS_EC2_METADATA_DISABLED": "true",
+                "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
+            }
+        )
+
+    def _client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.session.Session().client(service)
+
+    def _create_table(self) -> None:
+        """The token table from the template's own definition."""
+        template = self.stack.template
+        for logical_id, resource in self.stack.resources.items():
+            if not isinstance(resource, dict) or resource.get("Type") != "AWS::DynamoDB::Table":
+                continue
+            name = self.stack.physical_id(logical_id)
+            dynamodb = self._client("dynamodb")
+            dynamodb.create_table(TableName=name, **table_definition(template, logical_id))
+            dynamodb.get_waiter("table_exists").wait(
+                TableName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 50}
+            )
+            props = resource.get("Properties") or {}
+            recovery = self.stack.resolve(props.get("PointInTimeRecoverySpecification") or {})
+            if recovery.get("PointInTimeRecoveryEnabled"):
+                dynamodb.update_continuous_backups(
+                    TableName=name,
+                    PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+                )
+            ttl = template_ttl_attribute(template, logical_id)
+            if ttl:
+                dynamodb.update_time_to_live(
+                    TableName=name,
+                    TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl},
+                )
+            log("table created", table=name, ttl_attribute=ttl)
+
+    def _create_queues(self) -> None:
+        """The template's queues with their attributes; redrive policies once every queue
+        (the dead-letter ones too) exists."""
+        sqs = self._client("sqs")
+        redrives: dict[str, str] = {}
+        for logical_id, resource in self.stack.resources.items():
+            if not isinstance(resource, dict) or resource.get("Type") != "AWS::SQS::Queue":
+                continue
+            props = self.stack.resolve(resource.get("Properties") or {})
+            attributes = {
+                name: str(value)
+                for name, value in props.items()
+                if name in _QUEUE_ATTRIBUTES and value is not None
+            }
+            name = self.stack.physical_id(logical_id)
+            url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+            if props.get("RedrivePolicy"):
+                redrives[url] = json.dumps(props["RedrivePolicy"])
+            log("queue created", queue=name)
+        for url, policy in redrives.items():
+            sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": policy})
+
+    def _create_user(self) -> None:
+        iam = self._client("iam")
+        iam.create_user(UserName=LOCAL_USER)
+        key = iam.create_access_key(UserName=LOCAL_USER)["AccessKey"]
+        self.user_key = {"id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
+
+    @property
+    def table_name(self) -> str:
+        return self.stack.physical_id("TokenTable")
+
+    @property
+    def secrets_prefix(self) -> str:
+        return self.stack.parameters.get("SecretsPrefix", "tokenvend/")
+
+    def provider_functions(self) -> dict[str, str]:
+        """provider -> function name, for the functions whose environment names a PROVIDER."""
+        return {
+            function.environment["PROVIDER"]: name
+            for name, function in self.functions.items()
+            if function.environment.get("PROVIDER")
+        }
+
+    def _start_sandbox(self) -> None:
+        from ..sandbox import PROVIDERS, Sandbox
+
+        port = self.options.sandbox_port
+        self.sandbox = _listen("--sandbox-port", port, lambda: Sandbox(HOST, port).start())
+        providers = {p: f for p, f in self.provider_functions().items() if p in PROVIDERS}
+        try:
+            self.demo_providers = demo.set_up(
+                self.sandbox,
+                provider_functions=providers,
+                secrets_prefix=self.secrets_prefix,
+                secretsmanager=self._client("secretsmanager"),
+                lambda_client=self._client("lambda"),
+            )
+        except demo.DemoError as exc:
+            raise StartError(str(exc)) from None
+
+    # -- what to tell the user ----------------------------------------------------------
+
+    def banner(self) -> list[str]:
+        assert self.api_server and self.lambda_server and self.moto
+        parts = [
+            f"API {self.api_server.url}",
+            f"Lambda {self.lambda_server.url}",
+            f"AWS {self.moto.url}",
+        ]
+        if self.sandbox is not None:
+            parts.append(f"sandbox {self.sandbox.url}")
+        lines = [
+            f'ready: tokenvend local is serving the stack "{self.options.stack}" '
+            f"({self.options.region}): {', '.join(parts)}",
+        ]
+        exports = {
+            "AWS_ACCESS_KEY_ID": self.user_key["id"],
+            "AWS_SECRET_ACCESS_KEY": self.user_key["secret"],
+            "AWS_REGION": self.options.region,
+            "AWS_DEFAULT_REGION": self.options.region,
+            "AWS_ENDPOINT_URL": self.moto.url,
+            "AWS_ENDPOINT_URL_LAMBDA": self.lambda_server.url,
+            "TOKENVEND_STACK": self.options.stack,
+            "TOKENVEND_API_URL": self.api_server.url,
+            # What the command line would read from the stack's outputs, which no local
+            # CloudFormation holds.
+            "TOKENVEND_TABLE": self.table_name,
+            "TOKENVEND_SECRETS_PREFIX": self.secrets_prefix,
+        }
+        lines += [f"export {name}={shlex.quote(value)}" for name, value in exports.items()]
+        if "dingtalk" in self.demo_providers:
+            lines.append("# then: tokenvend token dingtalk demo")
+        elif self.demo_providers:
+            lines.append(f"# then: tokenvend token {self.demo_providers[0]} demo")
+        else:
+            lines.append("# then: tokenvend connections put PROVIDER CONNECTION --file secret.json")
+        return lines
+
+    # -- stop -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop everything started, newest first; safe after a partial start."""
+        for runner in (self.scheduler, self.pollers):
+            if runner is not None:
+                runner.stop()
+        for server in (self.api_server, self.lambda_server, self.sandbox, self.moto):
+            if server is not None:
+                try:
+                    server.stop()
+                except Exception as exc:  # keep stopping the others
+                    log("could not stop cleanly", level="WARNING", error=repr(exc))
+        if self._saved_env is not None:
+            os.environ.clear()
+            os.environ.update(self._saved_env)
+
+
+def _listen(flag: str, port: int, factory: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return factory(*args, **kwargs)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise StartError(f"cannot listen on {HOST}:{port} ({flag}): {reason}") from None
+
+
+def logs_to_stderr(*streams: TextIO) -> None:
+    """Log handlers bound to `streams` (the process's stdout and stderr, by loggers created
+    before run() replaced them) write to the current sys.stderr instead, whole lines only:
+    stdout carries only the banner."""
+    import logging
+
+    replaced = (*streams, sys.__stdout__, sys.__stderr__)
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and any(
+                handler.stream is stream for stream in replaced
+            ):
+                handler.setStream(sys.stderr)
+
+
+def _route_warnings() -> None:
+    """Python warnings become JSON lines on stderr like every other line there, except two
+    that only running every function in one process causes: Powertools' Metrics is one
+    object per process here, where in Lambda it is one per container, so concurrent
+    invocations of different functions see each other's dimensions, and an invocation that
+    adds no metric is the rule for the vend function's cache hits."""
+    import logging
+
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
+    warnings.filterwarnings("ignore", message=r"Dimension '.*' has already been added")
+
+    class ToJson(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            log(record.getMessage().strip(), level="WARNING", source="py.warnings")
+
+    logging.captureWarnings(True)
+    captured = logging.getLogger("py.warnings")
+    captured.handlers = [ToJson()]
+    captured.propagate = False
+
+
+def print_banner(lines: list[str], out: TextIO) -> None:
+    out.write("\n".join(lines) + "\n")
+    out.flush()
