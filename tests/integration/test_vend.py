@@ -242,3 +242,13 @@ def test_unknown_route_is_400(stack: Stack) -> None:
     event["resource"] = "/admin"
     answer = stack.vend_function.lambda_handler(event, LambdaContext("vend"))
     assert answer["statusCode"] == 400
+
+
+def test_a_refused_token_is_not_served_back_as_stale(make_stack: Any) -> None:
+    stack = make_stack(cool_down=30)
+    stack.connect("oauth2")
+    _, token, _ = stack.vend("GET", "oauth2")
+    body = json.dumps({"rejected_token_sha256": sha256_hex(token["access_token"])})
+    status, answer, headers = stack.vend("POST", "oauth2", body=body)  # within the cool-down
+    assert status == 503 and answer["error"]["code"] == "provider_unavailable"
+    assert int(headers["Retry-After"]) >= 1 and token["access_token"] not in json.dumps(answer)
