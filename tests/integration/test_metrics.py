@@ -144,7 +144,9 @@ def everything_emitted() -> Emitted:
             stack.tokens._client,
             "UpdateItem",
             "InternalServerError",
-            when=lambda params: "pending_refresh_token" in str(params.get("ExpressionAttributeNames")),
+            when=lambda params: (
+                "pending_refresh_token" in str(params.get("ExpressionAttributeNames"))
+            ),
         )
         stack.vend("POST", "wps365", body=None)
     return emitted(buffer.getvalue())

@@ -252,3 +252,12 @@ def test_a_refused_token_is_not_served_back_as_stale(make_stack: Any) -> None:
     status, answer, headers = stack.vend("POST", "oauth2", body=body)  # within the cool-down
     assert status == 503 and answer["error"]["code"] == "provider_unavailable"
     assert int(headers["Retry-After"]) >= 1 and token["access_token"] not in json.dumps(answer)
+
+
+def test_a_connection_whose_secret_awaits_deletion_is_unknown(stack: Stack) -> None:
+    stack.connect("oauth2", "leaving")
+    boto3.client("secretsmanager").delete_secret(
+        SecretId=stack.secrets.name("oauth2", "leaving"), RecoveryWindowInDays=7
+    )
+    status, body, _ = stack.vend("GET", "oauth2", "leaving")
+    assert status == 404 and body["error"]["code"] == "unknown_connection"

@@ -43,6 +43,7 @@ def caller_of(event: dict[str, Any]) -> str | None:
 
 def handle(event: Any, vendor: Vendor, clock: Callable[[], float] = time.time) -> dict[str, Any]:
     """Every outcome is an API Gateway response; nothing raises past here."""
+    where: dict[str, str] = {}
     try:
         if not isinstance(event, dict):
             raise InvalidRequest("not an API Gateway request")
@@ -56,6 +57,7 @@ def handle(event: Any, vendor: Vendor, clock: Callable[[], float] = time.time) -
         provider = check_provider(params.get("provider"))
         metrics.add_dimension(name="provider", value=provider)
         connection = check_connection(params.get("connection"))
+        where = {"provider": provider, "connection": connection}
         caller = caller_of(event)
         if method == "GET":
             query = event.get("queryStringParameters") or {}
@@ -84,9 +86,10 @@ def handle(event: Any, vendor: Vendor, clock: Callable[[], float] = time.time) -
     except TokenVendError as error:
         if error.status >= 500:
             logger.warning(
-                "vend failed", extra={"error_code": error.code, "error_message": error.message}
+                "vend failed",
+                extra={**where, "error_code": error.code, "error_message": error.message},
             )
         return error_response(error)
     except Exception:
-        logger.exception("vend crashed")
+        logger.exception("vend crashed", extra=where)
         return error_response(TokenVendError("internal error; see the vend function's logs"))

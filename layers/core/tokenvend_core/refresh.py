@@ -372,7 +372,11 @@ class Refresher:
                 last = error
                 logger.warning(
                     "could not store the rotated refresh token; retrying",
-                    extra={**_ids(self, connection), "attempt": attempt + 1},
+                    extra={
+                        **_ids(self, connection),
+                        "attempt": attempt + 1,
+                        "error": getattr(error, "message", type(error).__name__),
+                    },
                 )
                 self._sleep(min(2.0, 0.2 * 2**attempt))
         # The fallback place: the token table, under the lease. The next attempt moves it
@@ -582,8 +586,16 @@ class Refresher:
                 try:
                     self.refresh(connection, need, wait=0)
                     outcome = "refreshed"
-                except TokenVendError:
+                except TokenVendError as error:
                     outcome = "failed"
+                    logger.warning(
+                        "scheduled refresh of a connection failed",
+                        extra={
+                            **_ids(self, connection),
+                            "error_code": error.code,
+                            "error_message": error.message,
+                        },
+                    )
                 except Exception:
                     logger.exception("scheduled refresh crashed", extra=_ids(self, connection))
                     outcome = "failed"

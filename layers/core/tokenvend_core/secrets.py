@@ -34,8 +34,10 @@ class SecretStore:
             try:
                 answer = self._client.get_secret_value(SecretId=self.name(provider, connection))
             except ClientError as exc:
-                if error_code(exc) in ("ResourceNotFoundException",):
+                if error_code(exc) == "ResourceNotFoundException":
                     return None
+                if error_code(exc) == "InvalidRequestException" and "marked" in str(exc):
+                    return None  # scheduled for deletion: as good as gone
                 raise
         try:
             value = json.loads(answer.get("SecretString") or "")

@@ -149,8 +149,10 @@ class Vendor:
             )
         except RefreshFailed as error:
             now = self._clock()
-            rejected = rejected_sha256 is not None and cached is not None and (
-                cached.token_sha256() == rejected_sha256
+            rejected = (
+                rejected_sha256 is not None
+                and cached is not None
+                and (cached.token_sha256() == rejected_sha256)
             )
             # Stale-if-error, but never the very token the caller reported as refused.
             if cached is not None and cached.valid(now + self._skew) and not rejected:
