@@ -571,6 +571,13 @@ def cmd_refresh(args: argparse.Namespace, target: Target) -> int:
 # -- the local stack ------------------------------------------------------------------------
 
 
+def _override(raw: str) -> tuple[str, str]:
+    name, sep, value = raw.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {raw!r}")
+    return name, value
+
+
 def _port(raw: str) -> int:
     try:
         value = int(raw)
@@ -614,6 +621,7 @@ def cmd_local(args: argparse.Namespace, target: Target) -> int:
             sandbox_port=args.sandbox_port,
             sandbox=not args.no_sandbox,
             refresh_every=args.refresh_every,
+            parameters=dict(args.parameter_overrides),
         )
     )
 
@@ -665,6 +673,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_seconds,
         metavar="SECONDS",
         help="fire the refresh schedules this often (default: the template's rate)",
+    )
+    local.add_argument(
+        "--parameter-overrides",
+        nargs="+",
+        type=_override,
+        default=[],
+        metavar="NAME=VALUE",
+        help="template parameters, as `sam deploy` takes them (e.g. CoolDownSeconds=1)",
     )
     local.set_defaults(run=cmd_local)
 

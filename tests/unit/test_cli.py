@@ -276,7 +276,11 @@ def test_local_passes_its_options_to_the_local_stack(
         "sandbox_port": 3002,
         "sandbox": False,
         "refresh_every": 2.5,
+        "parameters": {},
     }
+    assert main(["local", "--parameter-overrides", "CoolDownSeconds=1", "A=b=c"]) == 3
+    assert seen["parameters"] == {"CoolDownSeconds": "1", "A": "b=c"}
+    assert main(["local", "--parameter-overrides", "no-equals"]) == 2
     assert main(["local", "--stack", "s", "--region", "eu-west-1"]) == 3
     assert (seen["stack"], seen["region"], seen["sandbox"], seen["refresh_every"]) == (
         "s",
