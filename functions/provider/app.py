@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tokenvend_core import provider_events
-from tokenvend_core.observability import logger, metrics, tracer
+from tokenvend_core.observability import dimension, logger, metrics, tracer
 from tokenvend_core.refresh import Refresher
 from tokenvend_core.runtime import build_refresher
 from tokenvend_core.settings import Settings
@@ -27,5 +27,5 @@ def refresher() -> Refresher:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     current = refresher()
-    metrics.add_dimension(name="provider", value=current.provider)
+    dimension("provider", current.provider)
     return provider_events.handle(event, current, context.get_remaining_time_in_millis)

@@ -15,7 +15,7 @@ import pytest
 from support import Stack, build_stack, create_table
 from tokenvend.awslocal import MotoServer
 from tokenvend.sandbox import Fault, Sandbox
-from tokenvend_core.refresh import Need
+from tokenvend_core.need import Need
 
 SKEWS = (-30, -10, 0, 10, 30)
 

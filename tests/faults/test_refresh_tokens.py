@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from support import AwsFault, Stack
-from tokenvend_core.refresh import Need
+from tokenvend_core.need import Need
 from tokenvend_core.tokens import sha256_hex
 
 

@@ -9,7 +9,7 @@ import boto3
 
 from support import LambdaContext, Stack, event
 from tokenvend.sandbox import Fault
-from tokenvend_core.refresh import Need
+from tokenvend_core.need import Need
 
 
 def run(stack: Stack, provider: str, context: LambdaContext | None = None) -> dict[str, int]:

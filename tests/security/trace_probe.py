@@ -40,6 +40,9 @@ def main() -> None:
         os.environ.setdefault(name, value)
     os.environ.pop("POWERTOOLS_TRACE_DISABLED", None)
     xray_recorder.configure(emitter=Capture(), streaming_threshold=0, context_missing="LOG_ERROR")
+    from tokenvend_core.observability import tracer
+
+    tracer.patch(["requests"])  # as runtime.build_refresher does in a provider function
 
     values: dict[str, list[str]] = {"tokens": [], "secrets": [], "refresh_tokens": []}
     with mock_aws(), Sandbox() as sandbox:

@@ -9,7 +9,7 @@ from typing import Any
 
 from .errors import InvalidRequest, TokenVendError
 from .names import check_connection, check_provider, parse_min_ttl, parse_refresh_body
-from .observability import MetricUnit, emit, logger, metrics
+from .observability import MetricUnit, dimension, emit, logger
 from .vend import Vendor
 
 GET_ROUTE = "/tokens/{provider}/{connection}"
@@ -55,7 +55,7 @@ def handle(event: Any, vendor: Vendor, clock: Callable[[], float] = time.time) -
         if (resource, method) not in ((GET_ROUTE, "GET"), (REFRESH_ROUTE, "POST")):
             raise InvalidRequest(f"no route {method} {resource}")
         provider = check_provider(params.get("provider"))
-        metrics.add_dimension(name="provider", value=provider)
+        dimension("provider", provider)
         connection = check_connection(params.get("connection"))
         where = {"provider": provider, "connection": connection}
         caller = caller_of(event)

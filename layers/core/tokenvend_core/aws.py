@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,8 +23,15 @@ DENIED = frozenset(
 )
 
 
+_session: Any = None
+_session_lock = threading.Lock()
+
+
 def client(service: str, **kwargs: Any) -> Any:
-    """A boto3 client with short timeouts and botocore's standard retry mode."""
+    """A boto3 client with short timeouts and botocore's standard retry mode. Every client of
+    a container comes from one session: a session of its own would cost each client tens of
+    milliseconds of cold start (boto3 sessions are not thread-safe, hence the lock)."""
+    global _session
     import boto3
     from botocore.config import Config
 
@@ -33,7 +41,10 @@ def client(service: str, **kwargs: Any) -> Any:
         retries={"mode": "standard", "max_attempts": kwargs.pop("max_attempts", 3)},
         tcp_keepalive=True,
     )
-    return boto3.session.Session().client(service, config=config, **kwargs)
+    with _session_lock:
+        if _session is None:
+            _session = boto3.session.Session()
+        return _session.client(service, config=config, **kwargs)
 
 
 def error_code(exc: BaseException) -> str:

@@ -10,14 +10,29 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import requests
+from typing import TYPE_CHECKING
 
 from .errors import ProviderUnavailable
 from .providers import Failure, ProviderSpec, TokenRequest, interpret, safe_url
 from .tokens import Token
 
+if TYPE_CHECKING:
+    import requests
+
 USER_AGENT = "tokenvend/0.1"
+
+
+def pooled_session(connections: int) -> requests.Session:
+    """A session that keeps a connection per concurrent refresh: a scheduled run's workers
+    reuse their TLS connections instead of opening one per token request."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(10, connections))
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +55,8 @@ class TokenEndpoint:
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
     ) -> None:
+        import requests
+
         self._session = session or requests.Session()
         self._session.headers["User-Agent"] = USER_AGENT
         self._policy = policy or RetryPolicy()
@@ -92,6 +109,8 @@ class TokenEndpoint:
         default_lifetime: int,
         scope: str | None,
     ) -> Token | Failure:
+        import requests
+
         policy = self._policy
         timeout = (min(policy.connect_timeout, remaining), min(policy.read_timeout, remaining))
         now = self._clock()

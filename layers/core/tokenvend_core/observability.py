@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -18,16 +19,34 @@ SERVICE = "tokenvend"
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=SERVICE, service=SERVICE)
-tracer = Tracer(service=SERVICE)
+# botocore is patched at once; requests only where it is used (runtime.build_refresher).
+tracer = Tracer(service=SERVICE, patch_modules=("botocore",))
 # urllib3 would log request lines (with query strings) at DEBUG: never let it.
 logging.getLogger("urllib3").setLevel(logging.WARNING)
 
-_lock = threading.Lock()
+_lock = threading.RLock()
+# Powertools' metric set is one object per process. In Lambda one invocation runs at a
+# time; where several overlap in one process (the schedule's workers; tokenvend local; the
+# tests), adding and flushing must not interleave, so the flush takes the same lock.
+_flush = metrics.provider.flush_metrics
+
+
+def _locked_flush(*args: Any, **kwargs: Any) -> None:
+    with _lock:
+        _flush(*args, **kwargs)
+
+
+metrics.provider.flush_metrics = _locked_flush  # type: ignore[method-assign]
 
 
 def emit(name: str, value: float = 1, unit: MetricUnit = MetricUnit.Count) -> None:
     with _lock:
         metrics.add_metric(name=name, unit=unit, value=value)
+
+
+def dimension(name: str, value: str) -> None:
+    with _lock:
+        metrics.add_dimension(name=name, value=value)
 
 
 def emit_for_connection(
@@ -48,4 +67,4 @@ def emit_for_connection(
         metric.add_dimension(name="connection", value=connection)
 
 
-__all__ = ["MetricUnit", "emit", "emit_for_connection", "logger", "metrics", "tracer"]
+__all__ = ["MetricUnit", "dimension", "emit", "emit_for_connection", "logger", "metrics", "tracer"]

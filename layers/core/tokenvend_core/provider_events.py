@@ -10,8 +10,9 @@ from typing import Any
 from .errors import InvalidRequest, TokenVendError
 from .invoker import state_to_wire
 from .names import SHA256_RE, check_connection, parse_min_ttl
+from .need import Need
 from .observability import logger
-from .refresh import Need, Refresher
+from .refresh import Refresher
 from .tokens import rfc3339
 
 

@@ -28,6 +28,7 @@ from .errors import (
     UnknownConnection,
 )
 from .names import CONNECTION_RE
+from .need import Need
 from .observability import MetricUnit, emit, emit_for_connection, logger
 from .principals import is_allowed
 from .providers import Failure, ProviderSpec, build_request, validate_secret
@@ -43,27 +44,6 @@ class Fanout(Protocol):
     """Where a scheduled run queues what it does not refresh itself (fanout.SqsFanout)."""
 
     def send(self, bodies: list[dict[str, Any]]) -> int: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Need:
-    """What a caller needs of the current token before it will take it. `skew` is how far
-    another container's clock may be ahead: a token is treated as expiring that much early."""
-
-    min_ttl: float = 0
-    rejected_sha256: str | None = None
-    newer_than: int | None = None
-    skew: float = 0
-
-    def met_by(self, state: ConnectionState | None, now: float) -> bool:
-        at = now + self.skew
-        if state is None or not state.valid(at):
-            return False
-        if state.remaining(at) < self.min_ttl:
-            return False
-        if self.rejected_sha256 and state.token_sha256() == self.rejected_sha256:
-            return False
-        return self.newer_than is None or state.version > self.newer_than
 
 
 @dataclass(slots=True)

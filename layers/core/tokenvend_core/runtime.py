@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from .aws import client
-from .endpoint import TokenEndpoint
-from .fanout import SqsFanout
 from .invoker import LambdaInvoker
-from .providers import spec_for
-from .refresh import Refresher
-from .secrets import SecretStore
 from .settings import Settings
 from .store import TokenStore
 from .vend import Vendor
+
+if TYPE_CHECKING:
+    from .refresh import Refresher
 
 
 def build_vendor(settings: Settings) -> Vendor:
@@ -28,8 +27,18 @@ def build_vendor(settings: Settings) -> Vendor:
 
 
 def build_refresher(settings: Settings) -> Refresher:
+    # The refresh side's imports (requests, the providers) are the provider function's own:
+    # the vend function never pays for them at cold start.
+    from .endpoint import TokenEndpoint, pooled_session
+    from .fanout import SqsFanout
+    from .observability import tracer
+    from .providers import spec_for
+    from .refresh import Refresher
+    from .secrets import SecretStore
+
     if not settings.provider:
         raise ValueError("PROVIDER is not set")
+    tracer.patch(["requests"])  # trace the token endpoints' HTTP as well
     fanout = None
     if settings.fanout_queue_url:
         fanout = SqsFanout(client("sqs"), settings.fanout_queue_url)
@@ -38,7 +47,7 @@ def build_refresher(settings: Settings) -> Refresher:
         settings,
         SecretStore(client("secretsmanager"), settings.secrets_prefix),
         TokenStore(client("dynamodb"), settings.table_name),
-        TokenEndpoint(),
+        TokenEndpoint(pooled_session(settings.schedule_concurrency)),
         fanout=fanout,
         owner=os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
         or os.environ.get("AWS_LAMBDA_FUNCTION_NAME")

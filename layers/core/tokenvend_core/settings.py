@@ -38,7 +38,7 @@ class Settings:
     default_lifetime: int = 3300
     attempt_deadline: int = 10
     lease_wait: int = 5
-    schedule_concurrency: int = 16
+    schedule_concurrency: int = 64
     schedule_margin: int = 15
     backoff_cap: int = 3600
     clock_skew: int = 30
@@ -65,7 +65,7 @@ class Settings:
             default_lifetime=_int(env, "DEFAULT_LIFETIME_SECONDS", 3300, 60, 86400 * 30),
             attempt_deadline=_int(env, "ATTEMPT_DEADLINE_SECONDS", 10, 1, 600),
             lease_wait=_int(env, "LEASE_WAIT_SECONDS", 5, 0, 600),
-            schedule_concurrency=_int(env, "SCHEDULE_CONCURRENCY", 16, 1, 256),
+            schedule_concurrency=_int(env, "SCHEDULE_CONCURRENCY", 64, 1, 256),
             schedule_margin=_int(env, "SCHEDULE_MARGIN_SECONDS", 15, 1, 600),
             backoff_cap=_int(env, "BACKOFF_CAP_SECONDS", 3600, 60, 86400),
             clock_skew=_int(env, "CLOCK_SKEW_SECONDS", 30, 0, 300),

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .errors import Forbidden, ProviderUnavailable, RefreshFailed, TokenVendError
+from .need import Need
 from .observability import emit
 from .principals import is_allowed
-from .refresh import Need
 from .store import ConnectionState, TokenStore
 from .tokens import rfc3339
 
