@@ -131,11 +131,8 @@ class Refresher:
             if need.met_by(state, now):
                 assert state is not None
                 return state
-            if state is not None:
-                try:
-                    self._raise_if_remembered(state, secret, now, need)
-                except _Fresh as fresh:
-                    return fresh.state
+            if state is not None and self._fresh_or_remembered(state, secret, now, need):
+                return state
             if (state is None or not state.leased(now)) and self.tokens.try_lease(
                 self.provider,
                 connection,
@@ -144,7 +141,7 @@ class Refresher:
                 seconds=self.settings.lease_seconds,
                 cool_down=self.settings.cool_down,
             ):
-                return self._attempt(connection, owner, secret, config, state, need)
+                return self._attempt(connection, owner, secret, config, state)
             if not contended:
                 contended = True
                 emit("LeaseContention")
@@ -156,18 +153,20 @@ class Refresher:
                 )
             self._sleep(POLL)
 
-    def _raise_if_remembered(
+    def _fresh_or_remembered(
         self, state: ConnectionState, secret: ConnectionSecret, now: float, need: Need
-    ) -> None:
-        """A permanent failure for this secret version, or an attempt within the cool-down."""
+    ) -> bool:
+        """True when the token was refreshed within the cool-down and is the answer; raises a
+        permanent failure of this secret version, or the outcome of an attempt within the
+        cool-down; False when a new attempt may be made."""
         error = state.error()
         if error is not None and state.error_permanent:
             if state.error_secret_version == secret.version:
                 raise error
-            return  # the secret changed since: try again
+            return False  # the secret changed since: try again
         since = now - state.last_attempt_at
         if state.leased(now) or since >= self.settings.cool_down:
-            return
+            return False
         retry_after = max(1, math.ceil(self.settings.cool_down - since))
         if error is not None:
             error.retry_after = retry_after if error.retry_after is None else error.retry_after
@@ -175,8 +174,7 @@ class Refresher:
         if state.valid(now + self.settings.clock_skew) and not (
             need.rejected_sha256 and state.token_sha256() == need.rejected_sha256
         ):
-            # Refreshed within the cool-down: this is the freshest token there is.
-            raise _Fresh(state)
+            return True  # refreshed within the cool-down: the freshest token there is
         raise ProviderUnavailable(
             "the token was refreshed moments ago and the provider is not asked again "
             "within the cool-down",
@@ -190,7 +188,6 @@ class Refresher:
         secret: ConnectionSecret,
         config: dict[str, Any],
         previous: ConnectionState | None,
-        need: Need,
         *,
         code: str | None = None,
         redirect_uri: str | None = None,
@@ -454,7 +451,7 @@ class Refresher:
                 )
             self._sleep(POLL)
         return self._attempt(
-            connection, owner, secret, config, state, Need(), code=code, redirect_uri=redirect_uri
+            connection, owner, secret, config, state, code=code, redirect_uri=redirect_uri
         )
 
     # -- the schedule ----------------------------------------------------------------------
@@ -623,14 +620,6 @@ class Failed(Exception):
     def __init__(self, failure: Failure) -> None:
         super().__init__(failure.error.message)
         self.failure = failure
-
-
-class _Fresh(Exception):
-    """The current token was refreshed within the cool-down: it is the answer."""
-
-    def __init__(self, state: ConnectionState) -> None:
-        super().__init__("fresh")
-        self.state = state
 
 
 def _lost_rotation(failure: Failure) -> Failure:
