@@ -358,6 +358,9 @@ def connection_rows(target: Target, now: float) -> list[dict[str, Any]]:
                 "expires_at": _when(state.expires_at) if has_token and state else None,
                 "expires_in": int(state.expires_at - now) if has_token and state else None,
                 "refreshed_at": _when(state.refreshed_at) if state else None,
+                "grant_expires_at": (
+                    _when(state.refresh_expires_at) if state and state.refresh_expires_at else None
+                ),
                 "token_version": state.version if state else 0,
                 "refreshing": bool(state and state.leased(now)),
                 "failing_since": _when(state.failing_since) if state else None,
@@ -395,6 +398,12 @@ def human_seconds(seconds: float) -> str:
 
 
 def _status_text(row: dict[str, Any]) -> str:
+    grant = row.get("grant_expires_at")
+    if grant and row["status"] == "ok":
+        from datetime import datetime
+
+        left = datetime.fromisoformat(grant.replace("Z", "+00:00")).timestamp() - time.time()
+        return f"ok (grant ends in {human_seconds(max(0.0, left))})"
     status = row["status"]
     if status == "failing":
         since = row["failing_since"]

@@ -142,3 +142,19 @@ def test_other_providers_take_no_codes(stack: Stack) -> None:
         "dingtalk", {"action": "authorize", "connection": "demo", "code": "x"}
     )
     assert answer["error"]["code"] == "invalid_request"
+
+
+def test_connections_list_shows_when_the_grant_ends(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tokenvend.cli import main
+
+    stack.connect("wps365")
+    stack.authorize()
+    monkeypatch.setenv("TOKENVEND_TABLE", stack.settings.table_name)
+    capsys.readouterr()
+    assert main(["connections", "list", "--json"]) == 0
+    (row,) = [r for r in json.loads(capsys.readouterr().out) if r["provider"] == "wps365"]
+    assert row["status"] == "ok" and row["grant_expires_at"].endswith("Z")
+    assert main(["connections", "list"]) == 0
+    assert "ok (grant ends in 29d" in capsys.readouterr().out
