@@ -1,4 +1,4 @@
-"""What every AWS call here shares: clients made once, and AWS failures told as 503s."""
+"""What every AWS call here shares: clients from one session, and how AWS failures are told."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from .errors import Internal, ProviderUnavailable
 
 # Permission errors are the deployment's fault, not a passing one; every other AWS failure
 # (throttling, the service's own faults, timeouts) is worth a retry later.
-
-
 DENIED = frozenset(
     {
         "AccessDeniedException",
