@@ -221,6 +221,7 @@ def build_stack(sandbox: Sandbox, *, clock: Any = None, **overrides: Any) -> Sta
             "cool_down": 0,
             "lease_wait": 5,
             "attempt_deadline": 3,
+            "allow_http_loopback": True,
             **overrides,
         }
     )

@@ -237,9 +237,22 @@ def _secret_value(provider: str, text: str) -> dict[str, Any]:
     except RecursionError:
         raise _bad("the secret is not valid JSON: nested too deeply") from None
     try:
-        return validate_secret(spec_for(provider), value)
+        return validate_secret(
+            spec_for(provider), value, allow_http_loopback=_local_secrets_manager()
+        )
     except CoreError as exc:
         raise _bad(exc.message) from None
+
+
+def _local_secrets_manager() -> bool:
+    """True when the secrets go to a Secrets Manager on this machine (the local stack), whose
+    functions alone accept plain-HTTP token URLs on loopback."""
+    from urllib.parse import urlsplit
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_SECRETS_MANAGER") or os.environ.get(
+        "AWS_ENDPOINT_URL", ""
+    )
+    return urlsplit(endpoint).hostname in ("127.0.0.1", "localhost", "::1")
 
 
 # -- connections ----------------------------------------------------------------------------

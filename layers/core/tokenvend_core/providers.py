@@ -128,7 +128,9 @@ def safe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-def validate_secret(spec: ProviderSpec, value: Any) -> dict[str, Any]:
+def validate_secret(
+    spec: ProviderSpec, value: Any, *, allow_http_loopback: bool = False
+) -> dict[str, Any]:
     """Check a connection's secret against the provider's fields; raise InvalidRequest."""
     if not isinstance(value, dict):
         raise InvalidRequest("the connection's secret must be a JSON object")

@@ -101,7 +101,9 @@ class Refresher:
                 f"`tokenvend connections put {self.provider} {connection}`"
             )
         try:
-            return secret, validate_secret(self.spec, secret.value)
+            return secret, validate_secret(
+                self.spec, secret.value, allow_http_loopback=self.settings.allow_http_loopback
+            )
         except InvalidRequest as exc:
             raise Internal(
                 f"the secret of {self.provider}/{connection} is invalid: {exc.message}"

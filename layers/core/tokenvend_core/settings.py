@@ -45,6 +45,9 @@ class Settings:
     fanout_queue_url: str = ""
     fanout_threshold: int = 2000
     fanout_batch: int = 100
+    # Plain-HTTP token URLs on a loopback address: only the local stack and the tests set
+    # ALLOW_HTTP_LOOPBACK; a deployed function never accepts them.
+    allow_http_loopback: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -72,4 +75,5 @@ class Settings:
             fanout_queue_url=env.get("FANOUT_QUEUE_URL", ""),
             fanout_threshold=_int(env, "FANOUT_THRESHOLD", 2000, 1, 1_000_000),
             fanout_batch=_int(env, "FANOUT_BATCH", 100, 1, 1000),
+            allow_http_loopback=env.get("ALLOW_HTTP_LOOPBACK", "").lower() in ("1", "true"),
         )

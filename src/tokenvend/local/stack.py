@@ -159,6 +159,8 @@ class LocalStack:
                 "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
                 "AWS_EC2_METADATA_DISABLED": "true",
                 "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
+                # The sandbox's token URLs are plain HTTP on loopback: allowed here only.
+                "ALLOW_HTTP_LOOPBACK": "true",
             }
         )
 
