@@ -17,6 +17,17 @@ while it is under way wait for it and share its outcome, answer or error. A stal
 for at most `STALE_REUSE_SECONDS`, and never past its expiry, so that the service is asked
 again soon without every call of a busy workload reaching it.
 
+Each request to the API waits `DEFAULT_TIMEOUT` by default: 5 s to connect, 35 s for the
+answer. The read timeout exceeds the API's worst-case answer time (API Gateway ends every
+integration at 29 s), so that a slow provider reaches the caller as the API's own 503 with
+its `Retry-After` (`TokenVendError.retry_after`) rather than as an unreachable API.
+
+`TokenAuth` answers as `requests` does: where `requests` would return a response, it returns
+one. On a 401 from the target it asks for a new token and sends the request once more; when
+no new token can be had (the API answers 503 inside the connection's cool-down, 429, 502,
+409, 403, or cannot be reached), it logs a warning and returns the target's 401. It raises
+`TokenVendError` only when it cannot get a first token, before anything is sent.
+
 This module runs inside workloads, so it imports only requests (which `TokenAuth` extends)
 at import time; boto3 and botocore are imported on first use.
 """
@@ -24,6 +35,8 @@ at import time; boto3 and botocore are imported on first use.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import re
 import threading
@@ -41,9 +54,24 @@ from requests.cookies import extract_cookies_to_jar
 if TYPE_CHECKING:
     import boto3
 
-__all__ = ["STALE_REUSE_SECONDS", "TokenAuth", "TokenClient", "TokenVendError"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_WAIT_SECONDS",
+    "STALE_REUSE_SECONDS",
+    "TokenAuth",
+    "TokenClient",
+    "TokenVendError",
+]
+
+logger = logging.getLogger(__name__)
 
 STALE_REUSE_SECONDS = 5.0
+# (connect, read) seconds for each request to the API. The read timeout must exceed the
+# API's worst-case answer time, API Gateway's 29 s integration limit, or a slow provider
+# would show up as an unreachable API instead of the API's 503 with Retry-After.
+DEFAULT_TIMEOUT = (5.0, 35.0)
+# The longest Retry-After that TokenAuth waits out, once, after a 401 (see TokenAuth).
+MAX_WAIT_SECONDS = 3.0
 DEFAULT_STACK = "tokenvend"
 _EXECUTE_API_HOST = re.compile(r"\.execute-api\.([a-z0-9-]+)\.(?:vpce\.)?amazonaws\.com")
 _DEFAULT_CODES = {
@@ -68,8 +96,9 @@ class TokenVendError(Exception):
     contract's error code (`invalid_request`, `forbidden`, `unknown_connection`,
     `authorization_required`, `provider_rejected`, `provider_unavailable`, `internal`, ...),
     and for status 0 one of `unreachable`, `no_credentials`, `no_region`, `no_api_url`.
-    `retry_after` is the server's Retry-After in seconds, when it gave one. Messages never
-    hold a token.
+    `retry_after` is the answer's Retry-After in seconds (given as seconds or as an HTTP
+    date), when it has one: the API's 503 `provider_unavailable` carries it, and so may API
+    Gateway's own 429 throttling answer. Messages never hold a token.
     """
 
     def __init__(
@@ -107,16 +136,17 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 
 def _retry_after(raw: str | None) -> float | None:
+    """A Retry-After header in seconds from now: delay-seconds or an HTTP date (RFC 9110)."""
     if not raw:
         return None
     try:
-        return max(0.0, float(raw))
+        seconds = float(raw)
     except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
-    except (TypeError, ValueError, IndexError):
-        return None
+        try:
+            seconds = parsedate_to_datetime(raw).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _expires_in(answer: dict[str, Any]) -> float:
@@ -183,7 +213,11 @@ class TokenClient:
     `AWS_DEFAULT_REGION`, the profile), else the one in an execute-api URL. `session`: a
     boto3 Session for credentials and region.
     `refresh_margin`: seconds, on top of `min_ttl`, before a cached token's expiry at which
-    the API is asked again. `timeout`: seconds for each HTTP request.
+    the API is asked again. `timeout`: for each request to the API, as `requests` takes it:
+    seconds for both connecting and the answer, or a (connect, read) pair; default
+    `DEFAULT_TIMEOUT`, (5, 35). Keep the read timeout above API Gateway's 29 s integration
+    limit: the API may take that long to answer 503, and a shorter timeout turns its answer
+    into an `unreachable` error without `retry_after`.
     """
 
     _clock: Callable[[], float] = staticmethod(time.monotonic)
@@ -196,7 +230,7 @@ class TokenClient:
         session: boto3.Session | None = None,
         stack: str | None = None,
         refresh_margin: int = 60,
-        timeout: float = 10,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
     ) -> None:
         self._api_url = api_url.rstrip("/") if api_url else None
         self._region = region
@@ -438,6 +472,13 @@ class TokenClient:
                 timeout=self.timeout,
                 allow_redirects=False,
             )
+        except requests.ReadTimeout:
+            read = self.timeout[1] if isinstance(self.timeout, tuple) else self.timeout
+            raise TokenVendError(
+                0,
+                "unreachable",
+                f"no answer from the tokenvend API at {base} within {read:g} s (ReadTimeout)",
+            ) from None
         except requests.RequestException as exc:
             raise TokenVendError(
                 0,
@@ -474,29 +515,50 @@ class TokenAuth(AuthBase):
 
     Sets `Authorization: <token_type> <token>`. When the target answers 401, reports the
     refused token to tokenvend (`TokenClient.refresh` with `rejected_token`), then sends the
-    request once more with the new token; a second 401 is returned as it is. A failure to get
-    a token raises `TokenVendError`.
+    request once more, with the new token and the same body; the caller gets that answer,
+    with the 401 in its `history`. A second 401 is returned as it is.
+
+    Where `requests` would return a response, TokenAuth returns one; it never raises for
+    the target's answer. When no new token can be had after a 401 (the API answers 503
+    inside the connection's cool-down, 429, 502, 409, 403, or cannot be reached), or the
+    API serves the same token again, it logs a warning (naming the connection and the
+    error, never a token) and returns the target's 401, its body unread and readable.
+    One wait is allowed: when the API answers 503 or 429 with a Retry-After of at most
+    `max_wait` seconds (default `MAX_WAIT_SECONDS`, 3), it waits that long and asks once
+    more; a longer or missing Retry-After is not waited for. A 401 thus costs at most two
+    calls to the API (each within the client's `timeout`) and one wait of at most
+    `max_wait` seconds before the caller has an answer.
+    A request whose body cannot be sent again (a generator, a file that cannot seek) is not
+    resent: the token is reported and the 401 returned.
+
+    Getting the first token, before anything is sent, may fail: then TokenAuth raises the
+    `TokenVendError` (with its `status`, `code` and `retry_after`) out of the `requests`
+    call, because there is no answer of the target to return. An error sending the retry
+    to the target is raised as `requests` raises it for any request.
     """
 
+    _sleep: Callable[[float], None] = staticmethod(time.sleep)
+
     def __init__(
-        self, client: TokenClient, provider: str, connection: str, min_ttl: int = 300
+        self,
+        client: TokenClient,
+        provider: str,
+        connection: str,
+        min_ttl: int = 300,
+        *,
+        max_wait: float = MAX_WAIT_SECONDS,
     ) -> None:
         self.client = client
         self.provider = provider
         self.connection = connection
         self.min_ttl = min_ttl
+        self.max_wait = max_wait
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         answer = self.client.get(self.provider, self.connection, self.min_ttl)
         token = str(answer["access_token"])
         r.headers["Authorization"] = _authorization(answer)
-        position = None
-        body = r.body
-        if body is not None and hasattr(body, "tell"):
-            try:
-                position = body.tell()
-            except OSError:
-                position = None
+        position = _body_position(r.body)
 
         def on_response(response: requests.Response, **kwargs: Any) -> requests.Response:
             return self._handle_401(response, token, position, **kwargs)
@@ -510,12 +572,16 @@ class TokenAuth(AuthBase):
         request = response.request
         if response.status_code != 401 or getattr(request, "_tokenvend_retried", False):
             return response
-        answer = self.client.refresh(self.provider, self.connection, rejected_token=token)
+        answer = self._new_token(token)
+        if answer is None:
+            return response
         if answer.get("access_token") == token:
-            return response  # nothing new to try
+            self._warn("the API served the same token again")
+            return response
         body = request.body
-        if position is not None and body is not None and hasattr(body, "seek"):
-            body.seek(position)
+        if not _rewind(body, position):
+            self._warn("the request's body cannot be sent again")
+            return response
         response.content  # noqa: B018 - read the body so that the connection can be reused
         response.close()
         retry = request.copy()
@@ -530,8 +596,62 @@ class TokenAuth(AuthBase):
         sent.request = retry
         return sent
 
+    def _new_token(self, rejected: str) -> dict[str, Any] | None:
+        """The API's answer to the report of `rejected`, or None when it gave no token."""
+        waited = False
+        while True:
+            try:
+                return self.client.refresh(self.provider, self.connection, rejected_token=rejected)
+            except TokenVendError as error:
+                wait = error.retry_after
+                if (
+                    not waited
+                    and error.status in (429, 503)
+                    and wait is not None
+                    and wait <= self.max_wait
+                ):
+                    waited = True
+                    self._sleep(wait)
+                    continue
+                later = f", retry after {math.ceil(wait)} s" if wait is not None else ""
+                self._warn(f"no new token ({error}{later})")
+                return None
+
+    def _warn(self, why: str) -> None:
+        logger.warning(
+            "tokenvend: the target refused the token of %s/%s (HTTP 401) and it was not "
+            "retried: %s; returning the 401",
+            self.provider,
+            self.connection,
+            why,
+        )
+
     def __repr__(self) -> str:
         return f"TokenAuth({self.provider}/{self.connection}, min_ttl={self.min_ttl})"
+
+
+def _body_position(body: Any) -> int | None:
+    """Where a file-like body starts, to send it again after a 401."""
+    if body is None or not hasattr(body, "tell"):
+        return None
+    try:
+        position: int = body.tell()
+    except (OSError, ValueError):  # not seekable, or closed
+        return None
+    return position
+
+
+def _rewind(body: Any, position: int | None) -> bool:
+    """Make `body` ready to be sent again; False when it cannot be."""
+    if body is None or isinstance(body, bytes | bytearray | memoryview | str):
+        return True
+    if position is None or not hasattr(body, "seek"):
+        return False  # a generator, or a file that could not tell where it started
+    try:
+        body.seek(position)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _authorization(answer: dict[str, Any]) -> str:

@@ -40,6 +40,9 @@ AUTH_RE = re.compile(
 )
 
 
+HANG_UP = "hang up"
+
+
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -90,6 +93,10 @@ class FakeApi:
         self.expires_in = 3600
         self.stale = False
         self.error: tuple[int, dict[str, Any], dict[str, str]] | None = None
+        # Scripted outcomes of the next refresh calls, first first: an error answer, or
+        # HANG_UP (close the connection without answering). When empty, refreshes succeed.
+        self.refresh_errors: list[tuple[int, dict[str, Any], dict[str, str]] | str] = []
+        self.delay = 0.0  # seconds every answer is held back (a slow provider behind the API)
         self.gate: threading.Event | None = None
         self.entered = threading.Event()
         self._lock = threading.Lock()
@@ -139,8 +146,19 @@ class FakeApi:
         self.entered.set()
         if self.gate is not None:
             self.gate.wait(10)
-        if self.error is not None:
-            status, failure, headers = self.error
+        if self.delay:
+            time.sleep(self.delay)
+        scripted = self.error
+        if http.command == "POST" and self.refresh_errors:
+            with self._lock:
+                outcome = self.refresh_errors.pop(0)
+            if outcome == HANG_UP:
+                http.close_connection = True
+                return
+            assert not isinstance(outcome, str)
+            scripted = outcome
+        if scripted is not None:
+            status, failure, headers = scripted
             self.send(http, status, failure, headers)
             return
         segments = parts.path.strip("/").split("/")
@@ -467,6 +485,74 @@ def test_an_unreachable_api() -> None:
     assert (caught.value.status, caught.value.code) == (0, "unreachable")
 
 
+def test_the_default_timeouts_outlast_api_gateway(
+    api: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a record of the timeout every request to the API is sent with
+    timeouts: list[Any] = []
+    request = requests.Session.request
+
+    def recording(self: requests.Session, *args: Any, **kwargs: Any) -> requests.Response:
+        timeouts.append(kwargs.get("timeout"))
+        return request(self, *args, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "request", recording)
+    client = TokenClient(api.url)
+    # When
+    client.get_token("dingtalk", "corp-a")
+    client.refresh("dingtalk", "corp-a", rejected_token="tok-1")
+    # Then the client waits for an answer longer than API Gateway's 29 s integration limit
+    # (the API's worst case), and gives up on connecting quickly
+    assert len(timeouts) == 2
+    for timeout in timeouts:
+        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        assert read > 29
+        assert connect <= 10
+
+
+def test_a_slow_answer_reaches_the_caller_as_the_apis_503(api: FakeApi) -> None:
+    # Given an API whose answer, a 503, takes a while (scaled down: 0.3 s)
+    api.delay = 0.3
+    api.error = (
+        503,
+        {"error": {"code": "provider_unavailable", "message": "dingtalk timed out"}},
+        {"Retry-After": "7"},
+    )
+    # When the client's read timeout is shorter than that, Then the answer is lost
+    with pytest.raises(TokenVendError) as caught:
+        TokenClient(api.url, timeout=(2, 0.1)).get_token("dingtalk", "corp-a")
+    assert (caught.value.status, caught.value.code) == (0, "unreachable")
+    assert "within 0.1 s" in caught.value.message
+    # When it is longer, Then the caller gets the API's own answer and when to come back
+    with pytest.raises(TokenVendError) as caught:
+        TokenClient(api.url, timeout=(2, 5)).get_token("dingtalk", "corp-a")
+    error = caught.value
+    assert (error.status, error.code, error.retry_after) == (503, "provider_unavailable", 7.0)
+
+
+def test_api_gateway_throttling_surfaces_retry_after(api: FakeApi, client: TokenClient) -> None:
+    # Given API Gateway's own 429 (its body format), with Retry-After as an HTTP date
+    from email.utils import formatdate
+
+    api.error = (
+        429,
+        {"message": "Too Many Requests"},
+        {"Retry-After": formatdate(time.time() + 120, usegmt=True)},
+    )
+    with pytest.raises(TokenVendError) as caught:
+        client.get_token("dingtalk", "corp-a")
+    error = caught.value
+    assert (error.status, error.code, error.message) == (429, "throttled", "Too Many Requests")
+    assert error.retry_after is not None and 60 < error.retry_after <= 120
+
+
+def test_a_refresh_503_surfaces_retry_after(api: FakeApi, client: TokenClient) -> None:
+    api.refresh_errors = [(503, {"error": {"code": "provider_unavailable"}}, {"Retry-After": "12"})]
+    with pytest.raises(TokenVendError) as caught:
+        client.refresh("dingtalk", "corp-a", rejected_token="tok-1")
+    assert (caught.value.status, caught.value.retry_after) == (503, 12.0)
+
+
 # -- refresh --------------------------------------------------------------------------------
 
 
@@ -540,6 +626,159 @@ def test_token_auth_with_a_session(api: FakeApi, client: TokenClient, target: Ta
         assert session.post(target.url, data=b"2").status_code == 200
     assert [seen[0] for seen in target.seen] == ["Bearer tok-1", "Bearer tok-2", "Bearer tok-2"]
     assert len(api.refresh_calls()) == 1
+
+
+UNAVAILABLE = {"error": {"code": "provider_unavailable", "message": "in cool-down"}}
+INVALID_TOKEN = {"error": "invalid_token"}  # the target's 401 body
+
+
+class Sleeps(list[float]):
+    """Stands in for time.sleep in TokenAuth: records the waits, does not wait."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+def auth_for(client: TokenClient, sleeps: Sleeps, **kwargs: Any) -> TokenAuth:
+    auth = TokenAuth(client, "dingtalk", "corp-a", **kwargs)
+    auth._sleep = sleeps
+    return auth
+
+
+@pytest.mark.parametrize("retry_after", [None, "30"], ids=["no-retry-after", "long-retry-after"])
+def test_token_auth_returns_the_401_when_the_refresh_answers_503(
+    api: FakeApi,
+    client: TokenClient,
+    target: Target,
+    sleeps: Sleeps,
+    retry_after: str | None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a target that refuses tok-1, and an API in its cool-down for the connection
+    headers = {"Retry-After": retry_after} if retry_after else {}
+    api.refresh_errors = [(503, UNAVAILABLE, headers)]
+    # When
+    with caplog.at_level("WARNING", logger="tokenvend.client"):
+        response = requests.post(
+            target.url, data=b"payload", auth=auth_for(client, sleeps), timeout=10
+        )
+    # Then the caller gets the target's own answer, still readable, and nothing was waited
+    assert response.status_code == 401
+    assert response.json() == INVALID_TOKEN
+    assert target.seen == [("Bearer tok-1", b"payload")]
+    assert len(api.refresh_calls()) == 1
+    assert sleeps == []
+    # and a warning says why, without the token
+    assert "provider_unavailable" in caplog.text and "401" in caplog.text
+    assert "tok-1" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(502, "provider_rejected"), (409, "authorization_required"), (403, "forbidden")],
+)
+def test_token_auth_returns_the_401_when_no_new_token_can_be_had(
+    api: FakeApi, client: TokenClient, target: Target, sleeps: Sleeps, status: int, code: str
+) -> None:
+    api.refresh_errors = [(status, {"error": {"code": code, "message": "no"}}, {})]
+    response = requests.post(target.url, data=b"p", auth=auth_for(client, sleeps), timeout=10)
+    assert (response.status_code, response.json()) == (401, INVALID_TOKEN)
+    assert len(target.seen) == 1 and len(api.refresh_calls()) == 1
+    assert sleeps == []
+
+
+def test_token_auth_returns_the_401_when_the_api_hangs_up(
+    api: FakeApi, client: TokenClient, target: Target, sleeps: Sleeps
+) -> None:
+    api.refresh_errors = [HANG_UP]
+    response = requests.post(target.url, data=b"p", auth=auth_for(client, sleeps), timeout=10)
+    assert (response.status_code, response.json()) == (401, INVALID_TOKEN)
+    assert len(target.seen) == 1
+
+
+def test_token_auth_waits_out_a_short_retry_after_once_then_retries(
+    api: FakeApi, client: TokenClient, target: Target, sleeps: Sleeps
+) -> None:
+    # Given a refresh that answers 503 "come back in 1 s", then succeeds
+    api.refresh_errors = [(503, UNAVAILABLE, {"Retry-After": "1"})]
+    # When
+    response = requests.post(
+        target.url, data=io.BytesIO(b"payload"), auth=auth_for(client, sleeps), timeout=10
+    )
+    # Then it waited once, as told, and the request went again with the new token and body
+    assert sleeps == [1.0]
+    assert response.status_code == 200 and response.text == "hello"
+    assert target.seen == [("Bearer tok-1", b"payload"), ("Bearer tok-2", b"payload")]
+    assert len(api.refresh_calls()) == 2
+    assert [(r.status_code, r.json()) for r in response.history] == [(401, INVALID_TOKEN)]
+
+
+def test_token_auth_waits_at_most_once(
+    api: FakeApi, client: TokenClient, target: Target, sleeps: Sleeps
+) -> None:
+    # Given a refresh that keeps answering "come back in 1 s"
+    api.refresh_errors = [(503, UNAVAILABLE, {"Retry-After": "1"})] * 5
+    # When
+    response = requests.post(target.url, data=b"p", auth=auth_for(client, sleeps), timeout=10)
+    # Then one wait, one more ask, and the 401
+    assert sleeps == [1.0]
+    assert len(api.refresh_calls()) == 2
+    assert (response.status_code, response.json()) == (401, INVALID_TOKEN)
+    assert len(target.seen) == 1
+
+
+def test_token_auth_waits_no_longer_than_max_wait(
+    api: FakeApi, client: TokenClient, target: Target, sleeps: Sleeps
+) -> None:
+    # Given a throttled API (API Gateway's 429) asking for 2 s, and a caller who waits 1 s at most
+    api.refresh_errors = [(429, {"message": "Too Many Requests"}, {"Retry-After": "2"})]
+    auth = auth_for(client, sleeps, max_wait=1)
+    response = requests.post(target.url, data=b"p", auth=auth, timeout=10)
+    assert sleeps == []
+    assert len(api.refresh_calls()) == 1
+    assert response.status_code == 401
+    # while the default waits a couple of seconds
+    api.refresh_errors = [(429, {"message": "Too Many Requests"}, {"Retry-After": "2"})]
+    client.clear()
+    response = requests.post(target.url, data=b"p", auth=auth_for(client, sleeps), timeout=10)
+    assert sleeps == [2.0]
+    assert response.status_code == 200
+
+
+def test_token_auth_does_not_resend_a_body_it_cannot_rewind(
+    api: FakeApi, client: TokenClient, target: Target
+) -> None:
+    # Given a streamed body: once sent, it is gone
+    def chunks() -> Iterator[bytes]:
+        yield b"pay"
+        yield b"load"
+
+    response = requests.post(
+        target.url, data=chunks(), auth=TokenAuth(client, "dingtalk", "corp-a"), timeout=10
+    )
+    # Then the refused token is still reported, but the request is not sent a second time
+    # with an empty body: the caller gets the 401
+    assert response.status_code == 401
+    assert len(target.seen) == 1
+    assert len(api.refresh_calls()) == 1
+    assert client.get_token("dingtalk", "corp-a") == "tok-2"
+
+
+def test_token_auth_raises_when_there_is_no_first_token(
+    api: FakeApi, client: TokenClient, target: Target
+) -> None:
+    # Given an API that cannot give a token at all
+    api.error = (503, UNAVAILABLE, {"Retry-After": "5"})
+    # When / Then the request is not sent, and the caller learns why
+    with pytest.raises(TokenVendError) as caught:
+        requests.post(target.url, data=b"p", auth=TokenAuth(client, "dingtalk", "a"), timeout=10)
+    assert (caught.value.status, caught.value.retry_after) == (503, 5.0)
+    assert target.seen == []
 
 
 def test_the_client_module_imports_no_boto3() -> None:
