@@ -24,4 +24,6 @@ def vendor() -> Vendor:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return api.handle(event, vendor())
+    return api.handle(
+        event, vendor(), remaining=lambda: context.get_remaining_time_in_millis() / 1000
+    )

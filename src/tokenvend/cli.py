@@ -128,7 +128,8 @@ class Target:
         return self.env.get(variable) or self.outputs().get(output) or None
 
     def secrets_prefix(self) -> str:
-        return self._setting("TOKENVEND_SECRETS_PREFIX", "SecretsPrefix") or "tokenvend/"
+        # The template's default: an empty SecretsPrefix means "<stack name>/".
+        return self._setting("TOKENVEND_SECRETS_PREFIX", "SecretsPrefix") or f"{self.stack}/"
 
     def table(self) -> str:
         table = self._setting("TOKENVEND_TABLE", "TableName")
@@ -284,6 +285,18 @@ def cmd_put(args: argparse.Namespace, target: Target) -> int:
                 raise
             answer = client.put_secret_value(SecretId=name, SecretString=secret_string)
             print(f"added version {answer.get('VersionId', '?')} to secret {name}")
+    if "allowed_principals" in value:
+        from tokenvend_core.store import TokenStore
+
+        # A new access list is in force at once, not from the next refresh: every vend
+        # checks callers against the list beside the cached token. (A list removed widens
+        # access: that waits for the next refresh, within RefreshRateMinutes.)
+        with aws_step(
+            f"stored the secret {name}, but cannot put its access list in force yet "
+            "(the next scheduled refresh does)"
+        ):
+            tokens = TokenStore(target.client("dynamodb"), target.table())
+            tokens.set_access(provider, connection, value["allowed_principals"])
     return OK
 
 
@@ -315,7 +328,11 @@ def cmd_delete(args: argparse.Namespace, target: Target) -> int:
                 raise
             said = f"no secret {name}"
     with aws_step(f"{said}, but cannot delete its cached token"):
-        tokens.delete(provider, connection)
+        if days is None:
+            tokens.delete(provider, connection)
+        else:
+            # Restorable: the token goes, a fallback refresh token stays with the item.
+            tokens.retire(provider, connection)
     print(f"{said}; deleted the cached token of {provider}/{connection}")
     return OK
 

@@ -132,7 +132,7 @@ def test_a_table_failure_after_the_answer_corrupts_nothing(stack: Stack) -> None
 def test_lambda_failures_are_provider_unavailable(
     stub: Callable[[Stubber], Any], words: str
 ) -> None:
-    lambda_client = client("lambda", max_attempts=1)
+    lambda_client = client("lambda", total_max_attempts=1)
     invoker = LambdaInvoker(lambda_client, "tokenvend-")
     with Stubber(lambda_client) as stubber:
         stub(stubber)

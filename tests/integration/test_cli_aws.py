@@ -645,3 +645,42 @@ def test_the_console_script(aws: Aws, tmp_path: Path) -> None:
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == "error: dingtalk needs the field(s): client_secret, corp_id\n"
     assert aws.secret_names() == ["tokenvend/dingtalk/corp-a"]
+
+
+# -- what a new secret version and a restorable deletion do to the cached token --------------
+
+
+def test_put_with_an_access_list_puts_it_in_force_at_once(
+    aws: Aws, fleet: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a cached token any caller may have
+    assert "allowed_principals" not in (aws.item("dingtalk", "healthy") or {})
+    # When the operator narrows the connection to one role
+    role = "arn:aws:iam::123456789012:role/reports"
+    path = write(tmp_path, {**SECRETS["dingtalk"], "allowed_principals": [role]})
+    status, _, err = run(capsys, "connections", "put", "dingtalk", "healthy", "--file", path)
+    # Then the cached token carries the new list before any refresh
+    assert (status, err) == (0, "")
+    state = aws.tokens.get("dingtalk", "healthy", public=True)
+    assert state is not None and state.allowed_principals == (role,)
+    assert state.access_token == fleet["healthy"]
+
+
+def test_delete_with_a_recovery_window_keeps_only_the_fallback_grant(
+    aws: Aws, fleet: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a wps365 connection whose rotated refresh token sits in the fallback place
+    now = time.time()
+    aws.healthy("wps365", "alice", now=now, left=3600)
+    assert aws.tokens.try_lease("wps365", "alice", "test", now + 1, seconds=60, cool_down=0)
+    assert aws.tokens.save_pending_grant(
+        "wps365", "alice", "test", "rt-kept", None, secret_version="v1", base_sha256=None
+    )
+    assert aws.tokens.release("wps365", "alice", "test")
+    # When the operator deletes it with a recovery window
+    status, _, _ = run(capsys, "connections", "delete", "wps365", "alice", "--recovery-days", "7")
+    # Then its token is gone, and its grant is kept for a restore
+    assert status == 0
+    state = aws.tokens.get("wps365", "alice", consistent=True)
+    assert state is not None and state.access_token is None
+    assert state.pending_refresh_token == "rt-kept"

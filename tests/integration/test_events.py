@@ -54,4 +54,8 @@ def test_sample_event(stack: Stack, name: str) -> None:
         provider = name.removesuffix("-refresh.json")
         result = stack.call_provider(provider, data)
         assert result["ok"] is True, result
-        assert result["token"]["access_token"]
+        # The version of the connection's item that holds the new token; never the token.
+        state = stack.tokens.get(provider, "demo", consistent=True)
+        assert state is not None and state.access_token
+        assert result["version"] == state.version
+        assert state.access_token not in json.dumps(result)

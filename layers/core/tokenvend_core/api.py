@@ -41,8 +41,14 @@ def caller_of(event: dict[str, Any]) -> str | None:
     return arn if isinstance(arn, str) and arn else None
 
 
-def handle(event: Any, vendor: Vendor, clock: Callable[[], float] = time.time) -> dict[str, Any]:
-    """Every outcome is an API Gateway response; nothing raises past here."""
+def handle(
+    event: Any,
+    vendor: Vendor,
+    clock: Callable[[], float] = time.time,
+    remaining: Callable[[], float] | None = None,
+) -> dict[str, Any]:
+    """Every outcome is an API Gateway response; nothing raises past here. `remaining` says
+    how many seconds the invocation has left (the Lambda context's)."""
     where: dict[str, str] = {}
     try:
         if not isinstance(event, dict):
@@ -64,13 +70,13 @@ def handle(event: Any, vendor: Vendor, clock: Callable[[], float] = time.time) -
             if not isinstance(query, dict):
                 raise InvalidRequest("malformed query string")
             min_ttl = parse_min_ttl(query.get("min_ttl"))
-            vended = vendor.get(provider, connection, min_ttl, caller)
+            vended = vendor.get(provider, connection, min_ttl, caller, remaining)
         else:
             body = event.get("body")
             if body is not None and not isinstance(body, str):
                 raise InvalidRequest("malformed body")
             rejected = parse_refresh_body(body, bool(event.get("isBase64Encoded")))
-            vended = vendor.refresh(provider, connection, rejected, caller)
+            vended = vendor.refresh(provider, connection, rejected, caller, remaining)
         if vended.stale_error is not None:
             logger.warning(
                 "served a stale token",

@@ -33,10 +33,12 @@ def client(service: str, **kwargs: Any) -> Any:
     import boto3
     from botocore.config import Config
 
+    # botocore reads the retry settings when the client is built; `total_max_attempts`
+    # counts the first attempt too (`max_attempts` would count retries only).
     config = Config(
-        connect_timeout=2,
+        connect_timeout=kwargs.pop("connect_timeout", 2),
         read_timeout=kwargs.pop("read_timeout", 5),
-        retries={"mode": "standard", "max_attempts": kwargs.pop("max_attempts", 3)},
+        retries={"mode": "standard", "total_max_attempts": kwargs.pop("total_max_attempts", 3)},
         tcp_keepalive=True,
     )
     with _session_lock:

@@ -1,4 +1,5 @@
-"""The vend function's way to a provider function: a synchronous Lambda invoke."""
+"""The vend function's way to a provider function: a synchronous Lambda invoke, made once
+(a second invocation would be a second refresh attempt)."""
 
 from __future__ import annotations
 
@@ -8,35 +9,22 @@ from typing import Any
 from .aws import aws_call
 from .errors import ProviderUnavailable, error_from_dict
 from .store import ConnectionState
+from .tokens import rfc3339
 
 
-def state_to_wire(state: ConnectionState) -> dict[str, Any]:
-    return {
-        "access_token": state.access_token,
-        "token_type": state.token_type,
-        "scope": state.scope,
-        "expires_at": state.expires_at,
-        "version": state.version,
-        "allowed_principals": (
-            list(state.allowed_principals) if state.allowed_principals is not None else None
-        ),
-    }
+def outcome_to_wire(state: ConnectionState) -> dict[str, Any]:
+    """What a provider function answers a refresh with: which token version now meets the
+    need, and when it expires. Never the token: whoever invokes a provider function directly
+    learns nothing it could use, and only the vend function, which reads the token from the
+    table with the connection's access list beside it, decides who gets it."""
+    return {"version": state.version, "expires_at": rfc3339(state.expires_at)}
 
 
-def state_from_wire(provider: str, connection: str, data: Any) -> ConnectionState:
-    if not isinstance(data, dict) or not isinstance(data.get("access_token"), str):
+def version_from_wire(data: Any) -> int:
+    version = data.get("version") if isinstance(data, dict) else None
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ProviderUnavailable("the provider function gave an unreadable answer")
-    principals = data.get("allowed_principals")
-    return ConnectionState(
-        provider=provider,
-        connection=connection,
-        access_token=data["access_token"],
-        token_type=str(data.get("token_type") or "Bearer"),
-        scope=data.get("scope"),
-        expires_at=int(data.get("expires_at") or 0),
-        version=int(data.get("version") or 0),
-        allowed_principals=tuple(principals) if isinstance(principals, list) else None,
-    )
+    return version
 
 
 class LambdaInvoker:
@@ -53,7 +41,9 @@ class LambdaInvoker:
         rejected_sha256: str | None = None,
         newer_than: int | None = None,
         caller_arn: str | None = None,
-    ) -> ConnectionState:
+    ) -> int:
+        """Asks the provider function for a token that meets the need; returns the version
+        of the connection's item that holds it."""
         event: dict[str, Any] = {"action": "refresh", "connection": connection, "min_ttl": min_ttl}
         if rejected_sha256:
             event["rejected_token_sha256"] = rejected_sha256
@@ -75,7 +65,7 @@ class LambdaInvoker:
             raise ProviderUnavailable("the provider function gave an unreadable answer")
         if not data.get("ok"):
             raise error_from_dict(data.get("error"))
-        return state_from_wire(provider, connection, data.get("token"))
+        return version_from_wire(data)
 
     def _invoke(self, function_name: str, payload: str) -> tuple[str | None, bytes]:
         """One synchronous invocation: (the FunctionError, if any; the payload)."""

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import InvalidRequest, TokenVendError
-from .invoker import state_to_wire
+from .invoker import outcome_to_wire
 from .names import SHA256_RE, check_connection, parse_min_ttl
 from .need import Need
 from .observability import logger
@@ -88,7 +88,7 @@ def handle(event: Any, refresher: Refresher, remaining_ms: Callable[[], int]) ->
                 skew=refresher.settings.clock_skew,
             )
             state = refresher.refresh(connection, need, caller_arn=caller)
-            return {"ok": True, "token": state_to_wire(state)}
+            return {"ok": True, **outcome_to_wire(state)}
         if action == "authorize":
             state = refresher.authorize(connection, event.get("code"), event.get("redirect_uri"))  # type: ignore[arg-type]
             answer: dict[str, Any] = {

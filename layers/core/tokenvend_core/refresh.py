@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from .endpoint import TokenEndpoint
@@ -127,9 +127,13 @@ class Refresher:
         owner = self._new_owner()
         give_up = self._monotonic() + (self.settings.lease_wait if wait is None else wait)
         contended = False
+        first = True
         while True:
             now = self._clock()
             state = self.tokens.get(self.provider, connection, consistent=True)
+            if first and state is not None:
+                state = self._access_in_force(connection, state, config)
+            first = False
             if need.met_by(state, now):
                 assert state is not None
                 return state
@@ -154,6 +158,19 @@ class Refresher:
                     retry_after=1,
                 )
             self._sleep(POLL)
+
+    def _access_in_force(
+        self, connection: str, state: ConnectionState, config: dict[str, Any]
+    ) -> ConnectionState:
+        """The cached token carries the access list of the secret version in force: whoever
+        reads it next (the vend function, from the table) checks callers against that."""
+        wanted = config.get("allowed_principals")
+        wanted_tuple = tuple(wanted) if wanted is not None else None
+        if state.allowed_principals == wanted_tuple:
+            return state
+        self.tokens.set_access(self.provider, connection, wanted)
+        logger.info("access list updated from the secret", extra=_ids(self, connection))
+        return replace(state, allowed_principals=wanted_tuple)
 
     def _fresh_or_remembered(
         self, state: ConnectionState, secret: ConnectionSecret, now: float, need: Need
@@ -228,7 +245,11 @@ class Refresher:
                 current = self.tokens.get(self.provider, connection, consistent=True)
                 if current is not None and current.valid(now + self.settings.clock_skew):
                     return current
-                return _unsaved(self.provider, connection, token)
+                # The token is not in the table, so nobody may be handed it: only what the
+                # table holds carries the connection's access list.
+                raise ProviderUnavailable(
+                    "another refresh of this connection took over; try again", retry_after=1
+                )
             logger.info(
                 "token refreshed",
                 extra={**_ids(self, connection), "expires_in": int(token.expires_at - now)},
@@ -289,23 +310,9 @@ class Refresher:
         current = self.tokens.get(self.provider, connection, consistent=True)
         pending = current.pending_refresh_token if current is not None else None
         if current is not None and pending:
-            if pending != config.get("refresh_token"):
-                config = {**config, "refresh_token": pending}
-                if current.pending_refresh_expires_at is not None:
-                    config["refresh_expires_at"] = current.pending_refresh_expires_at
-                try:
-                    secret = ConnectionSecret(
-                        config, self.secrets.put(self.provider, connection, config)
-                    )
-                except TokenVendError:
-                    logger.warning(
-                        "the fallback refresh token is not in the secret yet; using it",
-                        extra=_ids(self, connection),
-                    )
-                    return secret, config, False
-                logger.info(
-                    "moved the fallback refresh token into the secret", extra=_ids(self, connection)
-                )
+            secret, config, settled = self._settle_fallback(connection, current, secret, config)
+            if not settled:
+                return secret, config, False
             self.tokens.clear_pending_grant(self.provider, connection, owner, pending)
         grant = config.get("refresh_token")
         if not grant:
@@ -314,6 +321,53 @@ class Refresher:
         suspect = current is not None and current.grant_in_flight == digest
         self.tokens.mark_grant_in_flight(self.provider, connection, owner, digest, self._clock())
         return secret, config, suspect
+
+    def _settle_fallback(
+        self,
+        connection: str,
+        current: ConnectionState,
+        secret: ConnectionSecret,
+        config: dict[str, Any],
+    ) -> tuple[ConnectionSecret, dict[str, Any], bool]:
+        """The fallback copy against the secret: the copy goes into the secret when it is
+        ahead of the secret's grant; it is dropped when the secret already holds it or holds
+        a grant that superseded it (a new authorization, an operator's new refresh token).
+        Returns the secret and config to use, and whether the fallback may now be cleared."""
+        pending = current.pending_refresh_token
+        assert pending
+        held = config.get("refresh_token")
+        if pending == held:
+            return secret, config, True
+        base = current.pending_base_sha256
+        held_sha = sha256_hex(held) if isinstance(held, str) and held else None
+        ahead = (
+            current.pending_secret_version is None  # kept before tokenvend recorded this
+            or secret.version == current.pending_secret_version
+            or held_sha == base  # a new version with the same grant (an operator's edit)
+        )
+        if not ahead:
+            emit("RefreshTokenFallbackSuperseded")
+            logger.warning(
+                "the fallback refresh token was superseded by a newer grant in the secret; "
+                "dropped it",
+                extra=_ids(self, connection),
+            )
+            return secret, config, True
+        config = {**config, "refresh_token": pending}
+        if current.pending_refresh_expires_at is not None:
+            config["refresh_expires_at"] = current.pending_refresh_expires_at
+        try:
+            secret = ConnectionSecret(config, self.secrets.put(self.provider, connection, config))
+        except TokenVendError:
+            logger.warning(
+                "the fallback refresh token is not in the secret yet; using it",
+                extra=_ids(self, connection),
+            )
+            return secret, config, False
+        logger.info(
+            "moved the fallback refresh token into the secret", extra=_ids(self, connection)
+        )
+        return secret, config, True
 
     def _keep_refresh_token(
         self,
@@ -361,8 +415,15 @@ class Refresher:
         # The fallback place: the token table, under the lease. The next attempt moves it
         # into the secret; until then an alarm watches RefreshTokenInFallback.
         try:
+            held = secret.value.get("refresh_token")
             kept = self.tokens.save_pending_grant(
-                self.provider, connection, owner, token.refresh_token, token.refresh_expires_at
+                self.provider,
+                connection,
+                owner,
+                token.refresh_token,
+                token.refresh_expires_at,
+                secret_version=secret.version,
+                base_sha256=sha256_hex(held) if isinstance(held, str) and held else None,
             )
         except TokenVendError:
             kept = False
@@ -433,6 +494,13 @@ class Refresher:
         if redirect_uri is not None and not isinstance(redirect_uri, str):
             raise InvalidRequest("redirect_uri must be a string")
         secret, config = self._secret(connection)
+        if redirect_uri is not None and redirect_uri != config.get("redirect_uri"):
+            # A code redeemed for another redirect URI would bind the connection to whoever
+            # controls that URI: only the operator, through the secret, chooses it.
+            raise InvalidRequest(
+                "redirect_uri must be the connection's own (its secret's redirect_uri); "
+                "put a new secret version to change it"
+            )
         owner = self._new_owner()
         give_up = self._monotonic() + self.settings.lease_wait
         while True:
@@ -493,10 +561,19 @@ class Refresher:
             else:
                 continue
             due.append((order, connection, need))
+        awaiting_deletion = self.secrets.awaiting_deletion(self.provider)
         for connection, state in states.items():
-            if connection not in versions and not state.leased(now):
-                self.tokens.delete(self.provider, connection)
-                report.removed += 1
+            if connection in versions or state.leased(now):
+                continue
+            if connection in awaiting_deletion:
+                # Restorable: nothing serves its token any more, but a fallback refresh
+                # token stays for the day the secret is restored.
+                if state.expires_at or state.error_code:
+                    self.tokens.retire(self.provider, connection)
+                    report.removed += 1
+                continue
+            self.tokens.delete(self.provider, connection)
+            report.removed += 1
         due.sort()
         report.due = len(due)
         threshold = self.settings.fanout_threshold
@@ -635,14 +712,3 @@ def _lost_rotation(failure: Failure) -> Failure:
 
 def _ids(refresher: Refresher, connection: str) -> dict[str, str]:
     return {"provider": refresher.provider, "connection": connection}
-
-
-def _unsaved(provider: str, connection: str, token: Token) -> ConnectionState:
-    return ConnectionState(
-        provider=provider,
-        connection=connection,
-        access_token=token.access_token,
-        token_type=token.token_type,
-        scope=token.scope,
-        expires_at=token.expires_at,
-    )

@@ -15,15 +15,43 @@ if TYPE_CHECKING:
     from .refresh import Refresher
 
 
+# The vend function's worst case, in seconds, which its Timeout in template.yaml exceeds:
+# table reads of at most two tries of CONNECT + TABLE_READ each, and one provider invocation
+# of at most CONNECT + INVOKE_READ. A slow provider function then gives 503 with
+# Retry-After, never a Lambda timeout (and API Gateway's own limit is 29 s).
+CONNECT_TIMEOUT = 1
+TABLE_READ_TIMEOUT = 2
+TABLE_TRIES = 2
+INVOKE_READ_TIMEOUT = 18
+TABLE_WORST = TABLE_TRIES * (CONNECT_TIMEOUT + TABLE_READ_TIMEOUT) + 1  # and a backoff
+INVOKE_WORST = CONNECT_TIMEOUT + INVOKE_READ_TIMEOUT + TABLE_WORST
+
+
 def build_vendor(settings: Settings) -> Vendor:
-    tokens = TokenStore(client("dynamodb"), settings.table_name)
-    # No retries on invoke: a second invocation would be a second refresh attempt.
-    lambda_client = client(
-        "lambda", read_timeout=settings.attempt_deadline + settings.lease_wait + 5
+    tokens = TokenStore(
+        client(
+            "dynamodb",
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=TABLE_READ_TIMEOUT,
+            total_max_attempts=TABLE_TRIES,
+        ),
+        settings.table_name,
     )
-    lambda_client.meta.config.retries = {"mode": "standard", "max_attempts": 1}
+    # Exactly one attempt: a second invocation would be a second refresh attempt.
+    lambda_client = client(
+        "lambda",
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=INVOKE_READ_TIMEOUT,
+        total_max_attempts=1,
+    )
     invoker = LambdaInvoker(lambda_client, settings.provider_function_prefix)
-    return Vendor(tokens, invoker, memory_seconds=settings.memory_cache, skew=settings.clock_skew)
+    return Vendor(
+        tokens,
+        invoker,
+        memory_seconds=settings.memory_cache,
+        skew=settings.clock_skew,
+        invoke_seconds=INVOKE_WORST,
+    )
 
 
 def build_refresher(settings: Settings) -> Refresher:

@@ -59,6 +59,23 @@ class SecretStore:
             )
         return str(answer.get("VersionId", ""))
 
+    def awaiting_deletion(self, provider: str) -> set[str]:
+        """Connections whose secret is scheduled for deletion: gone for callers, but an
+        operator may still restore it."""
+        prefix = f"{self.prefix}{provider}/"
+        found: set[str] = set()
+        with aws_call("Secrets Manager"):
+            paginator = self._client.get_paginator("list_secrets")
+            pages = paginator.paginate(
+                Filters=[{"Key": "name", "Values": [prefix]}], IncludePlannedDeletion=True
+            )
+            for page in pages:
+                for entry in page.get("SecretList", []):
+                    name = entry.get("Name", "")
+                    if name.startswith(prefix) and entry.get("DeletedDate"):
+                        found.add(name[len(prefix) :])
+        return found
+
     def list(self, provider: str) -> dict[str, str | None]:
         """Connection name -> current version id, for every secret under the provider's prefix."""
         prefix = f"{self.prefix}{provider}/"

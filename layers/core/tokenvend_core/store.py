@@ -20,6 +20,7 @@ _CONDITION_NAMES = {
     "#le": "lease_expires_at",
     "#la": "last_attempt_at",
     "#pg": "pending_refresh_token",
+    "#cn": "connection",
 }
 TTL_GRACE = 86400
 # What the vend function reads: never the fallback copy of a refresh token.
@@ -28,10 +29,16 @@ PUBLIC = (
     "refreshed_at", "allowed_principals",
 )  # fmt: skip
 _IN_FLIGHT = ("grant_in_flight", "grant_in_flight_at")
+# The fallback copy of a rotated refresh token, and what it is ahead of: the secret version
+# that was current when it was kept, and the SHA-256 of that version's refresh token.
 _PENDING = (
     "pending_refresh_token",
     "pending_refresh_expires_at",
-)  # how long an expired item is kept for its diagnostics before TTL may remove it
+    "pending_secret_version",
+    "pending_base_sha256",
+)
+# A retired connection (its secret awaits deletion) keeps only its key and its fallback.
+_TOKEN = ("access_token", "token_type", "scope", "expires_at", "refreshed_at", "ttl")
 
 _HEALTH = (
     "lease_owner",
@@ -74,6 +81,8 @@ class ConnectionState:
     next_attempt_at: float = 0.0
     pending_refresh_token: str | None = field(default=None, repr=False)
     pending_refresh_expires_at: int | None = None
+    pending_secret_version: str | None = None
+    pending_base_sha256: str | None = None
     grant_in_flight: str | None = None
     grant_in_flight_at: float = 0.0
 
@@ -149,6 +158,8 @@ def state_from_item(item: dict[str, Any]) -> ConnectionState:
             if item.get("pending_refresh_expires_at") is not None
             else None
         ),
+        pending_secret_version=item.get("pending_secret_version"),
+        pending_base_sha256=item.get("pending_base_sha256"),
         grant_in_flight=item.get("grant_in_flight"),
         grant_in_flight_at=float(_num(item.get("grant_in_flight_at"))),
     )
@@ -267,6 +278,8 @@ class TokenStore:
             names.update(
                 {alias: _CONDITION_NAMES[alias] for alias in _CONDITION_NAMES if alias in condition}
             )
+        if vals:
+            kwargs["ExpressionAttributeValues"] = self._values(vals)
         with aws_call("the token table"):
             try:
                 answer = self._client.update_item(
@@ -274,7 +287,6 @@ class TokenStore:
                     Key=self._key(provider, connection),
                     UpdateExpression=expression,
                     ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=self._values(vals),
                     **kwargs,
                 )
             except ClientError as exc:
@@ -414,9 +426,19 @@ class TokenStore:
         owner: str,
         refresh_token: str,
         refresh_expires_at: int | None,
+        *,
+        secret_version: str,
+        base_sha256: str | None,
     ) -> bool:
-        """The fallback place for a rotated refresh token that Secrets Manager would not take."""
-        set_: dict[str, Any] = {"pending_refresh_token": refresh_token}
+        """The fallback place for a rotated refresh token that Secrets Manager would not take,
+        with what it is ahead of: the secret's version and that version's refresh token (by
+        hash). Whatever later puts another grant into the secret supersedes it."""
+        set_: dict[str, Any] = {
+            "pending_refresh_token": refresh_token,
+            "pending_secret_version": secret_version,
+        }
+        if base_sha256 is not None:
+            set_["pending_base_sha256"] = base_sha256
         if refresh_expires_at is not None:
             set_["pending_refresh_expires_at"] = refresh_expires_at
         return None is not self._update(
@@ -439,6 +461,32 @@ class TokenStore:
             remove=_PENDING,
             condition="#lo = :owner AND #pg = :grant",
             values={":owner": owner, ":grant": refresh_token},
+        )
+
+    def set_access(
+        self, provider: str, connection: str, allowed_principals: list[str] | None
+    ) -> bool:
+        """Put the access list of the connection's secret in force on its cached token, at
+        once: every later vend checks callers against it. False when there is no item."""
+        if allowed_principals is None:
+            set_: dict[str, Any] = {}
+            remove: tuple[str, ...] = ("allowed_principals",)
+        else:
+            set_, remove = {"allowed_principals": list(allowed_principals)}, ()
+        return None is not self._update(
+            provider, connection, set_=set_, remove=remove, condition="attribute_exists(#cn)"
+        )
+
+    def retire(self, provider: str, connection: str) -> bool:
+        """A connection whose secret awaits deletion: its token goes at once (nothing serves
+        it again), its fallback refresh token stays until the secret is gone for good, so
+        that restoring the secret loses no grant. False when there is no item."""
+        return None is not self._update(
+            provider,
+            connection,
+            set_={},
+            remove=(*_TOKEN, "allowed_principals", *_HEALTH, *_IN_FLIGHT),
+            condition="attribute_exists(#cn)",
         )
 
     def release(self, provider: str, connection: str, owner: str) -> bool:

@@ -1,5 +1,9 @@
 """Vending: a token from memory, from the table, or through the connection's provider
 function; a still-valid cached token marked stale when a refresh fails; never an expired one.
+
+Every token served comes from the token table, read with the connection's access list
+beside it: a provider function answers only which version of the item meets the need, and
+the vend function reads that item itself. A caller with no identity gets nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ class Invoker(Protocol):
         rejected_sha256: str | None = None,
         newer_than: int | None = None,
         caller_arn: str | None = None,
-    ) -> ConnectionState: ...
+    ) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +73,12 @@ class Vendor:
         skew: float = 30,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        invoke_seconds: float = 0,
     ) -> None:
         self._tokens = tokens
+        # The longest a provider invocation and the table read after it may take: a vend
+        # invocation with less time left answers 503 rather than be cut off by Lambda.
+        self._invoke_seconds = invoke_seconds
         self._invoker = invoker
         self._memory_seconds = memory_seconds
         self._skew = skew
@@ -78,7 +86,15 @@ class Vendor:
         self._clock = clock
         self._monotonic = monotonic
 
-    def get(self, provider: str, connection: str, min_ttl: int, caller_arn: str | None) -> Vended:
+    def get(
+        self,
+        provider: str,
+        connection: str,
+        min_ttl: int,
+        caller_arn: str | None,
+        remaining: Callable[[], float] | None = None,
+    ) -> Vended:
+        _identified(caller_arn, provider, connection)
         now = self._clock()
         need = Need(min_ttl=min_ttl, skew=self._skew)
         key = (provider, connection)
@@ -97,11 +113,19 @@ class Vendor:
         if cached is not None and need.met_by(cached, now):
             self._remember(cached)
             return self._serve(cached, caller_arn, "table")
-        return self._through_provider(provider, connection, cached, caller_arn, min_ttl=min_ttl)
+        return self._through_provider(
+            provider, connection, cached, caller_arn, min_ttl=min_ttl, remaining=remaining
+        )
 
     def refresh(
-        self, provider: str, connection: str, rejected_sha256: str | None, caller_arn: str | None
+        self,
+        provider: str,
+        connection: str,
+        rejected_sha256: str | None,
+        caller_arn: str | None,
+        remaining: Callable[[], float] | None = None,
     ) -> Vended:
+        _identified(caller_arn, provider, connection)
         now = self._clock()
         cached = self._tokens.get(provider, connection, public=True)
         if rejected_sha256 is not None:
@@ -113,7 +137,13 @@ class Vendor:
                 self._remember(cached)
                 return self._serve(cached, caller_arn, "table")  # someone refreshed already
             return self._through_provider(
-                provider, connection, cached, caller_arn, min_ttl=0, rejected_sha256=rejected_sha256
+                provider,
+                connection,
+                cached,
+                caller_arn,
+                min_ttl=0,
+                rejected_sha256=rejected_sha256,
+                remaining=remaining,
             )
         return self._through_provider(
             provider,
@@ -122,6 +152,7 @@ class Vendor:
             caller_arn,
             min_ttl=0,
             newer_than=cached.version if cached is not None and cached.access_token else None,
+            remaining=remaining,
         )
 
     def _through_provider(
@@ -134,12 +165,18 @@ class Vendor:
         min_ttl: int,
         rejected_sha256: str | None = None,
         newer_than: int | None = None,
+        remaining: Callable[[], float] | None = None,
     ) -> Vended:
         if cached is not None and not is_allowed(caller_arn, cached.allowed_principals):
             raise Forbidden(f"the caller may not use {provider}/{connection}")
         emit("VendMiss")
         try:
-            fresh = self._invoker.refresh(
+            if remaining is not None and remaining() < self._invoke_seconds:
+                raise ProviderUnavailable(
+                    "not enough time left in this request to refresh the token; try again",
+                    retry_after=1,
+                )
+            version = self._invoker.refresh(
                 provider,
                 connection,
                 min_ttl=min_ttl,
@@ -147,6 +184,11 @@ class Vendor:
                 newer_than=newer_than,
                 caller_arn=caller_arn,
             )
+            fresh = self._tokens.get(provider, connection, consistent=True, public=True)
+            if fresh is None or fresh.version < version:
+                raise ProviderUnavailable(
+                    "the refreshed token is not in the table yet; try again", retry_after=1
+                )
         except RefreshFailed as error:
             now = self._clock()
             rejected = (
@@ -154,20 +196,23 @@ class Vendor:
                 and cached is not None
                 and (cached.token_sha256() == rejected_sha256)
             )
-            # Stale-if-error, but never the very token the caller reported as refused.
+            # Stale-if-error, but never the very token the caller reported as refused, and
+            # only to a caller the connection's list allows.
             if cached is not None and cached.valid(now + self._skew) and not rejected:
                 emit("VendStale")
+                self._serve(cached, caller_arn, "stale")
                 return Vended(cached, "table", stale_error=error)
             raise
         if not fresh.valid(self._clock() + self._skew):
             raise ProviderUnavailable("the provider function returned an expired token")
+        vended = self._serve(fresh, caller_arn, "provider")
         self._remember(fresh)
-        return self._serve(fresh, caller_arn, "provider")
+        return vended
 
     def _serve(self, state: ConnectionState, caller_arn: str | None, source: str) -> Vended:
         if not is_allowed(caller_arn, state.allowed_principals):
             raise Forbidden(f"the caller may not use {state.provider}/{state.connection}")
-        if source != "provider":
+        if source in ("memory", "table"):
             emit("VendMemoryHit" if source == "memory" else "VendTableHit")
         return Vended(state, source)
 
@@ -178,3 +223,10 @@ class Vendor:
 
     def forget(self) -> None:
         self._memory.clear()
+
+
+def _identified(caller_arn: str | None, provider: str, connection: str) -> None:
+    """API Gateway's IAM authorization gives every request a caller: a request without one
+    did not come through it, and gets nothing, not even a provider call."""
+    if not caller_arn:
+        raise Forbidden(f"the request carries no caller identity for {provider}/{connection}")
