@@ -34,6 +34,10 @@ _LISTING = (
     "error_secret_version", "error_retry_after", "failing_since", "failures",
     "next_attempt_at",
 )  # fmt: skip
+_PENDING = (
+    "pending_refresh_token", "pending_refresh_expires_at", "pending_secret_version",
+    "pending_base_sha256",
+)  # fmt: skip
 _HEALTH = (
     "lease_owner", "lease_expires_at", "error_code", "error_message", "error_permanent",
     "error_secret_version", "error_retry_after", "failing_since", "failures", "next_attempt_at",
@@ -216,10 +220,17 @@ class FakeTokenStore(_Latency):
         owner: str,
         refresh_token: str,
         refresh_expires_at: int | None,
+        *,
+        secret_version: str,
+        base_sha256: str | None,
     ) -> bool:
         def apply(item: dict[str, Any]) -> None:
-            item.pop("pending_refresh_expires_at", None)
+            for name in _PENDING:
+                item.pop(name, None)
             item["pending_refresh_token"] = refresh_token
+            item["pending_secret_version"] = secret_version
+            if base_sha256 is not None:
+                item["pending_base_sha256"] = base_sha256
             if refresh_expires_at is not None:
                 item["pending_refresh_expires_at"] = refresh_expires_at
 
@@ -233,8 +244,20 @@ class FakeTokenStore(_Latency):
                 return False
             if item.get("pending_refresh_token") != refresh_token:
                 return False
-            item.pop("pending_refresh_token", None)
-            item.pop("pending_refresh_expires_at", None)
+            for name in _PENDING:
+                item.pop(name, None)
+            return True
+
+        return self._update(provider, connection, change)
+
+    def set_access(
+        self, provider: str, connection: str, allowed_principals: list[str] | None
+    ) -> bool:
+        def change(item: dict[str, Any]) -> bool:
+            if allowed_principals is None:
+                item.pop("allowed_principals", None)
+            else:
+                item["allowed_principals"] = list(allowed_principals)
             return True
 
         return self._update(provider, connection, change)
@@ -281,6 +304,10 @@ class FakeSecretStore(_Latency):
     def put(self, provider: str, connection: str, value: dict[str, Any]) -> str:
         self._call("PutSecretValue")
         return self.create(provider, connection, value)
+
+    def awaiting_deletion(self, provider: str) -> set[str]:
+        self._call("ListSecrets")
+        return set()  # the fakes never schedule a deletion
 
     def list(self, provider: str) -> dict[str, str | None]:
         prefix = f"{self.prefix}{provider}/"

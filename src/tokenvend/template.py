@@ -284,6 +284,19 @@ class Stack:
 
         return _SUB_RE.sub(fill, str(text))
 
+    # -- outputs ----------------------------------------------------------------------------
+
+    def output(self, name: str) -> str:
+        """An output's value, as `aws cloudformation describe-stacks` would list it: what the
+        command line reads from a deployed stack (e.g. SecretsPrefix, `<stack name>/` unless
+        the parameter gives a prefix)."""
+        spec = (self.template.get("Outputs") or {}).get(name)
+        if not isinstance(spec, dict) or "Value" not in spec:
+            raise TemplateError(f"no output {name} in the template")
+        if "Condition" in spec and not self.condition(str(spec["Condition"])):
+            raise TemplateError(f"the output {name} does not exist with these parameters")
+        return _text(self.resolve(spec["Value"]))
+
     # -- functions --------------------------------------------------------------------------
 
     def function_ids(self) -> list[str]:

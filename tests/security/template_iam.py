@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
 PROVIDERS = ("aspose", "wps365", "azure", "dingtalk", "oauth2")
 FUNCTIONS = {
     "vend": "VendFunction",
@@ -50,7 +52,7 @@ def translate(**parameters: str) -> dict[str, Any]:
         name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()
     }
     values.update(parameters)
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
     out = transform(template, dict(values), NoManagedPolicies())
     conditions = {
         name: _truth(expr, values, template.get("Conditions", {}))
@@ -102,6 +104,18 @@ def _resolve(node: Any, conditions: dict[str, bool]) -> Any:
         return item
 
     return walk(node)
+
+
+def deployed(template: dict[str, Any], stack_name: str, **parameters: str) -> Any:
+    """What is left of the intrinsic functions (Ref, Fn::Sub, Fn::Split, ...) resolved as
+    one stack of that name resolves them, by the project's own template reader; give the
+    parameters the template was translated with."""
+    from tokenvend.template import Stack
+
+    stack = Stack(
+        template, name=stack_name, region=REGION, account_id=ACCOUNT, parameters=parameters
+    )
+    return stack
 
 
 def role_of(template: dict[str, Any], function: str) -> dict[str, Any]:

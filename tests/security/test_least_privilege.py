@@ -6,9 +6,12 @@ from typing import Any
 
 import pytest
 from template_iam import (
+    ACCOUNT,
     FUNCTIONS,
     PROVIDERS,
+    REGION,
     actions,
+    deployed,
     resources,
     role_of,
     show,
@@ -22,44 +25,101 @@ DATA_PLANE = ("dynamodb:", "secretsmanager:", "lambda:", "kms:", "sqs:", "sns:",
 # Actions AWS offers no resource-level permission for: a "*" is the only way to grant them.
 NO_RESOURCE_LEVEL = {"secretsmanager:ListSecrets"}
 TELEMETRY_MANAGED = {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}
+SECRET_READS = ("secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret")
+
+
+def own_secrets(prefix: str, provider: str) -> str:
+    """The ARN pattern of one provider's connection secrets under a prefix."""
+    return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{prefix}{provider}/*"
 
 
 @pytest.fixture(scope="module", params=["aws-managed-keys", "customer-key"])
-def template(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "customer-key":
-        return translate(KmsKeyArn=KMS_KEY)
-    return translate()
+def parameters(request: pytest.FixtureRequest) -> dict[str, str]:
+    return {"KmsKeyArn": KMS_KEY} if request.param == "customer-key" else {}
 
 
-def test_each_provider_reads_only_its_own_secrets(template: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def template(parameters: dict[str, str]) -> dict[str, Any]:
+    return translate(**parameters)
+
+
+def test_each_provider_reads_only_its_own_secrets(
+    template: dict[str, Any], parameters: dict[str, str]
+) -> None:
+    stack = deployed(template, "tokenvend", **parameters)
     for provider in PROVIDERS:
+        granted = []
         for statement in statements(template, provider):
             for action in actions(statement):
                 if not action.startswith("secretsmanager:") or action in NO_RESOURCE_LEVEL:
                     continue
                 for resource in resources(statement):
-                    text = show(resource)
-                    assert f"${{SecretsPrefix}}{provider}/*" in text, (provider, action, text)
-                    others = [p for p in PROVIDERS if p != provider and f"}}{p}/" in text]
-                    assert not others, (provider, action, text)
+                    granted.append(action)
+                    assert stack.resolve(resource) == own_secrets("tokenvend/", provider), (
+                        provider,
+                        action,
+                        show(resource),
+                    )
+        assert set(SECRET_READS) <= set(granted), provider
 
 
-def test_only_wps365_writes_secrets_and_only_its_own(template: dict[str, Any]) -> None:
+def test_only_wps365_writes_secrets_and_only_its_own(
+    template: dict[str, Any], parameters: dict[str, str]
+) -> None:
     writes = ("secretsmanager:PutSecretValue", "secretsmanager:UpdateSecret",
               "secretsmanager:CreateSecret", "secretsmanager:DeleteSecret",
               "secretsmanager:UpdateSecretVersionStage", "secretsmanager:*")  # fmt: skip
+    stack = deployed(template, "tokenvend", **parameters)
     for function in FUNCTIONS:
         granted = [
-            (action, show(resources(s)))
+            (action, stack.resolve(resource))
             for s in statements(template, function)
             for action in actions(s)
             if action in writes
+            for resource in resources(s)
         ]
         if function == "wps365":
             assert granted and all(a == "secretsmanager:PutSecretValue" for a, _ in granted)
-            assert all("${SecretsPrefix}wps365/*" in r for _, r in granted)
+            assert all(r == own_secrets("tokenvend/", "wps365") for _, r in granted)
         else:
             assert granted == [], function
+
+
+# Stack name, SecretsPrefix, the prefix every permission, the functions and the output use.
+PREFIXES = [
+    ("tokenvend", "", "tokenvend/"),
+    ("other", "", "other/"),
+    ("other", "team-a/", "team-a/"),
+    ("tokenvend", "team-a/", "team-a/"),
+]
+
+
+@pytest.mark.parametrize(("stack_name", "parameter", "prefix"), PREFIXES)
+def test_secret_permissions_follow_the_stack_name_unless_a_prefix_is_given(
+    stack_name: str, parameter: str, prefix: str
+) -> None:
+    # Given a stack of that name, with a customer key so that the key's conditions exist too
+    parameters = {"KmsKeyArn": KMS_KEY, "SecretsPrefix": parameter}
+    template = translate(**parameters)
+    stack = deployed(template, stack_name, **parameters)
+    for provider in PROVIDERS:
+        # Then each provider's secret permissions name only its own secrets under the prefix
+        scoped = []
+        for statement in statements(template, provider):
+            for action in actions(statement):
+                if action.startswith("secretsmanager:") and action not in NO_RESOURCE_LEVEL:
+                    scoped += [stack.resolve(r) for r in resources(statement)]
+            condition = stack.resolve(statement.get("Condition") or {})
+            for operator in condition.values():
+                if "kms:EncryptionContext:SecretARN" in operator:
+                    scoped.append(operator["kms:EncryptionContext:SecretARN"])
+        assert len(scoped) >= 3, provider  # read, describe, and the key's condition
+        assert set(scoped) == {own_secrets(prefix, provider)}, provider
+    # and every function looks for connections under it, and the stack's output says it
+    for function in FUNCTIONS.values():
+        variables = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert stack.resolve(variables["SECRETS_PREFIX"]) == prefix, function
+    assert stack.resolve(template["Outputs"]["SecretsPrefix"]["Value"]) == prefix
 
 
 def test_vend_has_no_secret_access_and_invokes_only_provider_functions(
@@ -169,7 +229,10 @@ def test_kms_permissions_exist_exactly_with_a_customer_key() -> None:
             assert set(actions(statement)) == (
                 {"kms:Decrypt", "kms:GenerateDataKey"} if function == "wps365" else {"kms:Decrypt"}
             )
-            assert f"${{SecretsPrefix}}{function}/*" in show(statement["Condition"])
+            resolved = deployed(keyed, "tokenvend", KmsKeyArn=KMS_KEY).resolve(
+                statement["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"]
+            )
+            assert resolved == own_secrets("tokenvend/", function)
     table = keyed["Resources"]["TokenTable"]["Properties"]["SSESpecification"]
     assert table["SSEType"] == "KMS" and show(table["KMSMasterKeyId"]) in (
         show(KMS_KEY),
@@ -178,36 +241,3 @@ def test_kms_permissions_exist_exactly_with_a_customer_key() -> None:
     assert (
         "KMSMasterKeyId" not in plain["Resources"]["TokenTable"]["Properties"]["SSESpecification"]
     )
-
-
-def _policy(template: dict[str, Any]) -> list[dict[str, Any]]:
-    body = template["Resources"]["TokenApi"]["Properties"]["Body"]
-    return list(body["x-amazon-apigateway-policy"]["Statement"])
-
-
-def test_resource_policy_defaults_keep_the_stack_usable() -> None:
-    policy = _policy(translate())
-    assert [s["Effect"] for s in policy] == ["Deny"]
-    assert all("/GET/" not in show(s) and "/POST/" not in show(s) for s in policy)
-
-
-def test_resource_policy_for_accounts_organizations_and_private_apis() -> None:
-    accounts = _policy(translate(AllowedAccountIds="111122223333,444455556666"))
-    assert any(s["Effect"] == "Allow" and "AWS" in s["Principal"] for s in accounts)
-    assert any(
-        "aws:PrincipalAccount" in show(s.get("Condition")) and s["Effect"] == "Deny"
-        for s in accounts
-    )
-    org = _policy(translate(AllowedOrganizationId="o-abcdefghij"))
-    assert any(
-        "aws:PrincipalOrgID" in show(s.get("Condition")) and s["Effect"] == "Deny" for s in org
-    )
-    assert not any(s["Effect"] == "Allow" for s in org)
-    private = translate(VpcEndpointIds="vpce-0123456789abcdef0")
-    statements_ = _policy(private)
-    assert {s["Effect"] for s in statements_ if "aws:SourceVpce" in show(s.get("Condition"))} == {
-        "Allow",
-        "Deny",
-    }
-    endpoint = private["Resources"]["TokenApi"]["Properties"]["EndpointConfiguration"]
-    assert show(endpoint["Types"]) == show(["PRIVATE"])

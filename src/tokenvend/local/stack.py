@@ -230,7 +230,13 @@ class LocalStack:
 
     @property
     def secrets_prefix(self) -> str:
-        return self.stack.parameters.get("SecretsPrefix", "tokenvend/")
+        """The prefix as the template resolves it for the functions (an empty SecretsPrefix
+        means "<stack name>/")."""
+        for function in self.functions.values():
+            prefix = function.environment.get("SECRETS_PREFIX")
+            if prefix:
+                return prefix
+        return f"{self.options.stack}/"
 
     def provider_functions(self) -> dict[str, str]:
         """provider -> function name, for the functions whose environment names a PROVIDER."""
