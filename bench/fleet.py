@@ -109,7 +109,12 @@ def child(connections: int, concurrency: int, url: str, variant: str) -> dict[st
     from tokenvend_core.refresh import Refresher
     from tokenvend_core.settings import Settings
 
-    settings = Settings(table_name=TABLE, provider="oauth2", schedule_concurrency=concurrency)
+    settings = Settings(
+        table_name=TABLE,
+        provider="oauth2",
+        schedule_concurrency=concurrency,
+        allow_http_loopback=True,  # the local token server is plain HTTP on loopback
+    )
     secrets, tokens = FakeSecretStore(settings.secrets_prefix), FakeTokenStore()
     now = time.time()
     for i in range(connections):
@@ -318,7 +323,7 @@ def run() -> dict[str, Any]:
         (r for r in as_wired if r["connections"] == largest),
         key=lambda r: r["refreshes_per_second"],
     )
-    settings = Settings(table_name=TABLE)
+    settings = Settings(table_name=TABLE, allow_http_loopback=True)
     tuned = [r for r in results if r["variant"] == TUNED]
     return {
         "aws": "in-memory fakes of TokenStore and SecretStore, 5 ms per AWS call (bench.fakes)",

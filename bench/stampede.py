@@ -241,7 +241,10 @@ def run() -> dict[str, Any]:
     from tokenvend_core.settings import Settings
 
     settings = Settings(  # the template's defaults; one provider function, oauth2
-        table_name=TABLE, provider="oauth2", provider_function_prefix=FUNCTION_PREFIX
+        table_name=TABLE,
+        provider="oauth2",
+        provider_function_prefix=FUNCTION_PREFIX,
+        allow_http_loopback=True,  # the sandbox is plain HTTP on loopback
     )
     rows = []
     saved = os.environ.get("AWS_ENDPOINT_URL")

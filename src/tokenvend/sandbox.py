@@ -8,7 +8,7 @@ still-valid token. Two audiences use it:
 
 - tests, as the providers' servers, with fault injection (`Sandbox.inject` and `Fault`):
   a scripted 5xx, a throttle with ``Retry-After``, an HTML error page, a redirect, a body
-  that is not JSON, a slow answer, a dropped connection;
+  that is not JSON, a slow answer, a dropped connection, an error that echoes the request;
 - ``tokenvend local``, as the token endpoints a newcomer gets tokens from without any
   account at any vendor.
 
@@ -43,7 +43,7 @@ import time
 import traceback
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -71,6 +71,8 @@ _MAX_BODY = 1 << 20
 _MAX_RECORDED = 1000  # per provider: `tokenvend local` runs for hours
 _JSON = "application/json; charset=utf-8"
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+#: What `Fault.echo_request` can repeat of a request, in its default order.
+ECHO_PARTS = ("request", "authorization", "body", "decoded")
 
 # WPS 365 error codes: 40000001 is documented for invalid_request; the others are invented.
 _WPS_CODES = {
@@ -144,7 +146,9 @@ class Fault:
     ``delay`` sleeps before answering (to provoke client timeouts; cut short by
     `Sandbox.stop`); ``drop`` closes the connection without any answer. A ``body`` with no
     ``Content-Type`` in ``headers`` is sent as JSON when it looks like JSON, otherwise as
-    plain text. The class methods build the shapes that the real providers answer with.
+    plain text. ``echoes`` and ``echo_parts`` say which fields of the answer repeat which
+    parts of the request received (see `echo_request`). The class methods build the shapes
+    that the real providers answer with.
     """
 
     status: int = 500
@@ -152,6 +156,8 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     drop: bool = False
+    echoes: tuple[str, ...] = ()
+    echo_parts: tuple[str, ...] = ()
 
     _KINDS: ClassVar[frozenset[str]] = frozenset(
         {
@@ -165,6 +171,7 @@ class Fault:
             "redirect",
             "garbage",
             "success",
+            "echo_request",
         }
     )
 
@@ -276,6 +283,75 @@ class Fault:
     def success(cls, body: Mapping[str, Any], status: int = 200) -> Fault:
         """A raw JSON success, for odd shapes (``expires_in`` as a string, or missing)."""
         return cls._json(status, dict(body), dict(_NO_STORE))
+
+    @classmethod
+    def echo_request(
+        cls,
+        status: int = 400,
+        fields: Sequence[str] = ("error", "error_description"),
+        parts: Sequence[str] = ECHO_PARTS,
+        body: Mapping[str, Any] | None = None,
+    ) -> Fault:
+        """An error answer that repeats the request it answers, as careless servers do.
+
+        Each of ``fields`` (dotted for nested ones, e.g. ``debug.desc``) of the JSON object
+        ``body`` (empty by default) holds ``parts`` of the request, in that order:
+        ``request`` (the method and the request target with its query string, as they came
+        on the wire), ``authorization`` (the header as it came), ``body`` (as it came) and
+        ``decoded`` (every query, form and JSON parameter and the HTTP Basic credentials,
+        decoded). A 3xx answer repeats them in ``Location`` instead, as path segments, with
+        the query string as it came.
+        """
+        fields = tuple(str(name) for name in fields)
+        parts = tuple(str(name) for name in parts)
+        if not all(fields) or (not fields and not 300 <= status < 400):
+            raise ValueError("echo_request needs field names to echo into")
+        unknown = set(parts) - set(ECHO_PARTS)
+        if unknown or not parts:
+            raise ValueError(f"echo_request parts are some of {', '.join(ECHO_PARTS)}")
+        return cls(
+            status=status,
+            body=json.dumps(dict(body or {})),
+            headers=dict(_NO_STORE),
+            echoes=fields,
+            echo_parts=parts,
+        )
+
+    def answer_to(self, rec: Recorded, target: str) -> Fault:
+        """This fault as the answer to ``rec``, whose raw request target was ``target``:
+        itself, unless it echoes the request."""
+        if not self.echoes and not self.echo_parts:
+            return self
+        decoded = dict(rec.query)
+        decoded.update(rec.form)
+        if isinstance(rec.json, dict):
+            decoded.update({str(k): str(v) for k, v in rec.json.items()})
+        basic = rec.basic_auth
+        if basic is not None:
+            decoded["basic_id"], decoded["basic_secret"] = basic
+        texts = {
+            "request": f"{rec.method} {target}",
+            "authorization": f"Authorization: {rec.headers.get('authorization', '')}",
+            "body": f"Body: {rec.body.decode('utf-8', 'replace')}",
+            "decoded": " ".join(f"{name}={value}" for name, value in decoded.items()),
+        }
+        if 300 <= self.status < 400:
+            query = urlsplit(target).query if "request" in self.echo_parts else ""
+            path = "/".join(quote(texts[part], safe="") for part in self.echo_parts)
+            location = f"https://echo.sandbox.invalid/moved/{path}" + (f"?{query}" if query else "")
+            answer = Fault(self.status, b"", {"Location": location})
+        else:
+            text = " ".join(texts[part] for part in self.echo_parts)
+            body = json.loads(self.payload() or b"{}")
+            for dotted in self.echoes:
+                where = body
+                *parents, last = dotted.split(".")
+                for part in parents:
+                    where = where.setdefault(part, {})
+                where[last] = text
+            answer = Fault._json(self.status, body, dict(self.headers), ascii_only=False)
+        answer.delay, answer.drop = self.delay, self.drop
+        return answer
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Fault:
@@ -1095,7 +1171,10 @@ class _Handler(BaseHTTPRequestHandler):
                     rec = self._record(path, query, body)
                     fault = sandbox._take(provider, rec)
                     realm = unquote(match.groupdict().get("realm") or "")
-                    self._send(fault or sandbox._answer(provider, variant, realm, rec))
+                    if fault is not None:
+                        self._send(fault.answer_to(rec, self.path))
+                    else:
+                        self._send(sandbox._answer(provider, variant, realm, rec))
                     return
             self._send(Fault.plain(404, f"no such endpoint: {path}"))
         except (ConnectionError, TimeoutError):

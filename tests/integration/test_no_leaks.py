@@ -3,6 +3,7 @@ flow runs with recognisable values, and everything that was written is searched 
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 
@@ -38,14 +39,13 @@ def test_nothing_secret_is_logged_or_returned_in_errors(
 
     # Failures whose bodies echo what was sent, then every error path once more.
     faults = {
-        "aspose": Fault.oauth_error(
-            "invalid_client", 400, f"secret {CLIENT_SECRET}-aspose-demo is wrong"
-        ),
+        # aspose sends its credentials in the query string: this endpoint repeats all of it
+        "aspose": Fault.echo_request(400, ("error", "error_description")),
         "azure": Fault.azure_error(7000215, "invalid_client", 401),
         "dingtalk": Fault.dingtalk_error(
             "invalid.client", message=f"bad {CLIENT_SECRET}-dingtalk-demo"
         ),
-        "oauth2": Fault.html(500, f"<b>{CLIENT_SECRET}</b>"),
+        "oauth2": Fault.echo_request(401, ("error_description",), body={"error": "x"}),
         "wps365": Fault.wps_error(
             "invalid_grant", desc=f"refresh token {current_grant} is used up"
         ),
@@ -67,3 +67,8 @@ def test_nothing_secret_is_logged_or_returned_in_errors(
     for value in tokens | refresh_tokens:
         assert value not in written
     assert CLIENT_SECRET not in written
+    basic = base64.b64encode(
+        f"oauth2-demo-client:{CLIENT_SECRET}-oauth2-demo".encode()
+    ).decode()  # oauth2 sends HTTP Basic
+    assert basic not in written
+    assert "[redacted]" in written  # the echoes were shown, without the secrets

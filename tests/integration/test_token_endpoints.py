@@ -37,7 +37,7 @@ def configured(sandbox: Sandbox, provider: str, **extra: Any) -> dict[str, Any]:
     }
     sandbox.register(provider, value["client_id"], value["client_secret"], **attrs)
     value.update(extra)
-    return validate_secret(spec_for(provider), value)
+    return validate_secret(spec_for(provider), value, allow_http_loopback=True)
 
 
 def fetch(
@@ -49,7 +49,7 @@ def fetch(
     **kw: Any,
 ) -> Token | Failure:
     spec = spec_for(provider)
-    request = build_request(spec, secret, **kw)
+    request = build_request(spec, secret, allow_http_loopback=True, **kw)
     return TokenEndpoint(policy=policy).fetch(
         spec, request, deadline=time.monotonic() + deadline, default_lifetime=3300
     )
@@ -166,7 +166,7 @@ def test_default_lifetime_from_the_secret(sandbox: Sandbox) -> None:
     spec = spec_for("oauth2")
     outcome = TokenEndpoint(policy=FAST).fetch(
         spec,
-        build_request(spec, secret),
+        build_request(spec, secret, allow_http_loopback=True),
         deadline=time.monotonic() + 3,
         default_lifetime=secret["default_lifetime"],
     )
@@ -325,3 +325,19 @@ def test_echoed_secret_in_a_description_is_scrubbed(sandbox: Sandbox) -> None:
     assert isinstance(outcome, Failure)
     assert secret["client_secret"] not in outcome.error.message
     assert "[redacted]" in outcome.error.message
+
+
+def test_requests_go_out_as_the_session_would_send_them(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Token requests go around Session.request (xray_requests.py); they keep its behaviour:
+    # the session's headers, and the proxy the environment names.
+    secret = configured(sandbox, "oauth2")
+    secret["token_url"] = "http://127.0.0.2:9/oauth2/token"  # nothing listens there
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", sandbox.url)
+    assert isinstance(fetch("oauth2", secret), Token)  # the sandbox answered, as the proxy
+    seen = sandbox.requests("oauth2")[-1]
+    assert seen.headers["User-Agent"] == "tokenvend/0.1"
+    assert seen.headers["Authorization"].startswith("Basic ")

@@ -892,6 +892,70 @@ def test_reset_clears_faults_and_counters_but_not_registrations(asp: Sandbox) ->
     assert aspose_query(asp).status_code == 200
 
 
+def test_echo_request_repeats_the_request_as_it_came(sbx: Sandbox) -> None:
+    # Given an endpoint that echoes into the error and its description
+    sbx.inject("oauth2", Fault.echo_request(401))
+    secret, password = 'pw/+ =&"é', "p@ss word"
+    basic = base64.b64encode(f"id:{quote(secret, safe='')}".encode()).decode()
+
+    # When a request carries secrets in the query, the Basic header and the form body
+    resp = requests.post(
+        sbx.token_url("oauth2"),
+        params={"client_secret": secret},
+        data={"password": password},
+        headers={"Authorization": f"Basic {basic}"},
+    )
+
+    # Then both fields hold them as sent on the wire, and decoded
+    body = resp.json()
+    assert resp.status_code == 401 and body["error"] == body["error_description"]
+    text = body["error"]
+    assert text.startswith("POST /oauth2/token?client_secret=pw%2F%2B+%3D%26%22%C3%A9 ")
+    assert f"Authorization: Basic {basic}" in text
+    assert "Body: password=p%40ss+word" in text
+    assert f"client_secret={secret}" in text and f"password={password}" in text
+    assert f"basic_secret={secret}" in text
+
+
+def test_echo_request_chooses_its_fields_parts_and_shape(sbx: Sandbox) -> None:
+    sbx.inject(
+        "wps365",
+        Fault.echo_request(400, ("debug.desc",), ("body",), {"code": 40000001, "msg": "x"}),
+    )
+    resp = requests.post(sbx.token_url("wps365"), json={"client_secret": 'a"b'})
+    assert resp.json() == {
+        "code": 40000001,
+        "msg": "x",
+        "debug": {"desc": 'Body: {"client_secret": "a\\"b"}'},
+    }
+
+
+def test_echo_request_in_a_redirect(sbx: Sandbox) -> None:
+    sbx.inject("oauth2", Fault.echo_request(302, parts=("request", "decoded")))
+    resp = requests.post(
+        sbx.token_url("oauth2"), params={"client_secret": "s/1"}, allow_redirects=False
+    )
+    location = resp.headers["Location"]
+    assert resp.status_code == 302
+    assert location.startswith("https://echo.sandbox.invalid/moved/POST%20%2Foauth2%2Ftoken")
+    assert "client_secret%3Ds%2F1" in location  # decoded, then quoted as a path segment
+    assert location.endswith("?client_secret=s%2F1")  # the query string as it came
+
+
+def test_echo_request_from_the_control_surface(sbx: Sandbox) -> None:
+    queued = requests.post(
+        f"{sbx.url}/_sandbox/faults/oauth2",
+        json={"kind": "echo_request", "status": 400, "parts": ["decoded"]},
+    )
+    assert queued.json() == {"queued": 1}
+    resp = requests.post(sbx.token_url("oauth2"), data={"client_secret": "s3"})
+    assert resp.json() == {"error": "client_secret=s3", "error_description": "client_secret=s3"}
+    with pytest.raises(ValueError):
+        Fault.echo_request(parts=("headers",))
+    with pytest.raises(ValueError):
+        Fault.echo_request(fields=())
+
+
 # --------------------------------------------------------------------------- recording
 
 

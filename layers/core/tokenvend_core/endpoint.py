@@ -1,7 +1,9 @@
 """Sending a token request: one attempt, with retries inside it.
 
 Transient failures are retried with exponential backoff and full jitter, waiting at least
-what `Retry-After` asks, until an overall deadline. Redirects are never followed.
+what `Retry-After` asks, until an overall deadline. Redirects are never followed. Requests go
+out through `xray_requests`, which keeps the X-Ray patch of `requests` from recording their
+URLs' query strings and their exceptions' text, and traces them itself.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING
 from .errors import ProviderUnavailable
 from .providers import Failure, ProviderSpec, TokenRequest, interpret, safe_url
 from .tokens import Token
+from .xray_requests import send, traced
 
 if TYPE_CHECKING:
     import requests
@@ -114,23 +117,35 @@ class TokenEndpoint:
         policy = self._policy
         timeout = (min(policy.connect_timeout, remaining), min(policy.read_timeout, remaining))
         now = self._clock()
-        try:
-            response = self._session.post(
-                request.url,
-                params=request.query or None,
-                data=request.form,
-                json=request.json_body,
-                headers=request.headers,
-                timeout=timeout,
-                allow_redirects=False,
-            )
-            body = response.content
-        except requests.Timeout:
-            return _unavailable(f"timeout: {safe_url(request.url)} did not answer in time")
-        except requests.ConnectionError:
-            return _unavailable(f"connection error: could not reach {safe_url(request.url)}")
-        except requests.RequestException as exc:
-            return _unavailable(f"request failed ({type(exc).__name__}) to {safe_url(request.url)}")
+        where = safe_url(request.url)
+        # The exceptions of requests and urllib3 name the whole URL, query string (and so,
+        # for `query` client authentication, the client secret) included: only their kind
+        # is ever told, here and in the trace (xray_requests.py).
+        with traced(request.url) as trace:
+            try:
+                response = send(
+                    self._session,
+                    request.url,
+                    params=request.query or None,
+                    data=request.form,
+                    json=request.json_body,
+                    headers=request.headers,
+                    timeout=timeout,
+                )
+                body = response.content
+            except requests.Timeout:
+                trace.failed("timeout")
+                return _unavailable(f"timeout: {where} did not answer in time")
+            except requests.exceptions.SSLError:
+                trace.failed("TLS error")
+                return _unavailable(f"TLS error: no secure connection could be made to {where}")
+            except requests.ConnectionError:
+                trace.failed("connection error")
+                return _unavailable(f"connection error: could not reach {where}")
+            except Exception as exc:  # whatever else the HTTP stack raises: its kind alone
+                trace.failed(type(exc).__name__)
+                return _unavailable(f"request failed ({type(exc).__name__}) to {where}")
+            trace.answered(response.status_code)
         return interpret(
             spec,
             response.status_code,

@@ -7,14 +7,16 @@ Nothing here touches the network; `endpoint.py` sends what this module builds.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from .errors import (
     AuthorizationRequired,
@@ -47,7 +49,15 @@ PERMANENT_ERRORS = frozenset(
 )
 TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
 MAX_LIFETIME = 30 * 86400
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Fields of a connection's secret whose values are secret (client_secret, refresh_token, and
+# whatever key material a provider may come to need); every extra_params value is secret too.
+SECRET_FIELD = re.compile(r"secret|password|private_key|assertion|(?:^|_)token$")
+# What a provider's own words may occupy in a message: one short, printable line.
+DESCRIPTION_LIMIT = 240
+LABEL_LIMIT = 80
+REDACTED = "[redacted]"
+# A token type as callers may be shown it.
+PLAIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,31}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +104,9 @@ def spec_for(name: str) -> ProviderSpec:
 
 @dataclass(frozen=True, slots=True)
 class TokenRequest:
-    """One HTTP request to a token endpoint. `secrets` lists the values that must never
-    appear in anything this request's outcome says."""
+    """One HTTP request to a token endpoint. `secrets` lists every form in which this
+    request carries a secret (see `secret_forms`): none may appear in anything its outcome
+    says. `url` has been judged by `check_url`."""
 
     url: str
     query: dict[str, str]
@@ -121,11 +132,109 @@ class Failure:
 
 
 def safe_url(url: str) -> str:
-    """A URL without its query string or user info: fit to log or tell."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    """A URL without its query string, fragment or user info: fit to log or tell when the
+    URL is tokenvend's own (a provider's URL goes through `scrub` as well)."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(an unreadable address)"
+    if not parts.scheme and not parts.netloc:
+        return parts.path
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+
+def check_url(url: str, *, allow_http_loopback: bool) -> str:
+    """`url` if it is fit to send credentials to; raise InvalidRequest otherwise.
+
+    The URL is judged as the HTTP library will use it: `requests` prepares it and urllib3
+    reads the host to connect to with `urllib3.util.parse_url`, which does not read every URL
+    as `urllib.parse.urlsplit` does (``http://a\\@b/`` is host ``a`` to one and ``b`` to the
+    other). So whatever the two could read differently is refused outright: backslashes, user
+    info, fragments, whitespace and control characters, non-ASCII text, dot segments, and
+    any URL whose scheme, host or port differ between the two readings. https only; plain
+    http only on a loopback host and only with `allow_http_loopback` (the local stack and the
+    tests). The messages never repeat the URL.
+    """
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest("the token URL is empty")
+    if "{" in url or "}" in url:
+        raise InvalidRequest("the token URL is not a complete URL: a {field} was not filled in")
+    if not url.isascii():
+        raise InvalidRequest("the token URL must be ASCII (percent-encode its path)")
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise InvalidRequest("the token URL holds whitespace or a control character")
+    if "\\" in url:
+        raise InvalidRequest("the token URL holds a backslash")
+    if "#" in url:
+        raise InvalidRequest("the token URL may not have a fragment (#)")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise InvalidRequest("the token URL is malformed") from None
+    scheme, host = parts.scheme.lower(), parts.hostname or ""
+    if scheme not in ("https", "http"):
+        raise InvalidRequest("the token URL must be https (http only on a loopback address)")
+    if "@" in parts.netloc:
+        raise InvalidRequest("the token URL may not carry user info (user@)")
+    if not host:
+        raise InvalidRequest("the token URL is not a complete URL: it names no host")
+    if not _plain_host(host):
+        raise InvalidRequest("the token URL's host is not a plain DNS name or IP address")
+    if any(unquote(segment) in (".", "..") for segment in parts.path.split("/")):
+        raise InvalidRequest("the token URL's path may not hold . or .. segments")
+    for seen in _as_the_http_library_reads(url):
+        if seen != (scheme, host, port):
+            raise InvalidRequest("the token URL reads differently to the HTTP library: refused")
+    if scheme == "http" and not (allow_http_loopback and _is_loopback(host)):
+        raise InvalidRequest(
+            "the token URL must be https (plain http only on a loopback address, "
+            "where the stack allows it)"
+        )
+    return url
+
+
+def _plain_host(host: str) -> bool:
+    if ":" in host:  # a bracketed IPv6 address, without a zone
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    return re.fullmatch(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?", host) is not None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _as_the_http_library_reads(url: str) -> list[tuple[str, str, int | None]]:
+    """(scheme, host, port) as urllib3 reads the URL, and as it reads the URL that `requests`
+    prepares from it (the one its connection pool is chosen by)."""
+    import requests
+    from urllib3.exceptions import LocationParseError
+    from urllib3.util import parse_url
+
+    def read(text: str) -> tuple[str, str, int | None]:
+        parsed = parse_url(text)
+        if parsed.auth:
+            raise InvalidRequest("the token URL may not carry user info (user@)")
+        host = (parsed.host or "").lower()
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        return (parsed.scheme or "").lower(), host, parsed.port
+
+    try:
+        prepared = requests.Request("POST", url).prepare().url or ""
+        return [read(url), read(prepared)]
+    except (LocationParseError, requests.RequestException, ValueError):
+        raise InvalidRequest("the token URL is malformed") from None
 
 
 def validate_secret(
@@ -168,12 +277,7 @@ def validate_secret(
         and all(isinstance(p, str) and p.startswith("arn:") for p in principals)
     ):
         raise InvalidRequest("allowed_principals must be a list of ARN patterns")
-    url = token_url(spec, value)
-    parts = urlsplit(url)
-    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in LOOPBACK):
-        raise InvalidRequest("the token URL must be https (http only on a loopback address)")
-    if not parts.hostname or "{" in url:
-        raise InvalidRequest("the token URL is not a complete URL")
+    check_url(token_url(spec, value), allow_http_loopback=allow_http_loopback)
     return value
 
 
@@ -182,6 +286,10 @@ def _text(value: Any) -> bool:
 
 
 def token_url(spec: ProviderSpec, secret: dict[str, Any]) -> str:
+    """The token URL with its {fields} filled in. A field that starts the URL is a base
+    (Azure's authority_host) and is put in as it is: `check_url` judges the whole result.
+    Any other field is one path segment (tenant, corp) and must be a plain one: a value that
+    could leave its segment (``/``, ``\\``, ``@``, ``..``) is refused, not escaped."""
     template = secret.get("token_url") or spec.token_url or ""
     values = {**spec.defaults, **{k: v for k, v in secret.items() if isinstance(v, str)}}
 
@@ -190,8 +298,13 @@ def token_url(spec: ProviderSpec, secret: dict[str, Any]) -> str:
         if name not in values:
             return match.group(0)
         value = values[name]
-        # A host is put in as it is; a path segment (tenant, corp) is escaped.
-        return value.rstrip("/") if "://" in value else quote(value, safe="")
+        if match.start() == 0:
+            return value.rstrip("/")
+        if value in (".", "..") or not re.fullmatch(r"[A-Za-z0-9._~-]+", value):
+            raise InvalidRequest(
+                f"{name} must be one plain path segment: letters, digits, '.', '_', '-', '~'"
+            )
+        return quote(value, safe="")
 
     return re.sub(r"\{([a-z_]+)\}", fill, template)
 
@@ -212,10 +325,16 @@ def build_request(
     *,
     code: str | None = None,
     redirect_uri: str | None = None,
+    allow_http_loopback: bool = False,
 ) -> TokenRequest:
     """The token request for this connection: a code exchange when `code` is given, a
-    refresh-token grant for providers that authorize users, else client credentials."""
-    url = token_url(spec, secret)
+    refresh-token grant for providers that authorize users, else client credentials.
+
+    The URL is judged again here (`check_url`), so that none reaches the HTTP library
+    unchecked. Whether plain http on loopback is allowed is the stack's setting, applied by
+    `validate_secret`, which every caller runs on the secret first; callers that know the
+    setting pass it here too."""
+    url = check_url(token_url(spec, secret), allow_http_loopback=allow_http_loopback)
     params: dict[str, str] = {}
     secrets = [secret["client_secret"]]
     if spec.uses_refresh_token:
@@ -240,7 +359,10 @@ def build_request(
     for name in spec.params:
         if secret.get(name):
             params[name] = secret[name]
-    params.update(secret.get("extra_params") or {})
+    extra_params = secret.get("extra_params") or {}
+    params.update(extra_params)
+    secrets += [value for name, value in secret.items() if SECRET_FIELD.search(name)]
+    secrets += extra_params.values()
 
     auth = client_auth(spec, secret, url)
     credentials = {"client_id": secret["client_id"], "client_secret": secret["client_secret"]}
@@ -258,16 +380,52 @@ def build_request(
         form = params
     else:
         form = {**credentials, **params}
-    return TokenRequest(url, query, form, body, headers, tuple(s for s in secrets if s))
+    forms = secret_forms(secrets, client_id=credentials["client_id"])
+    return TokenRequest(url, query, form, body, headers, forms)
 
 
-def scrub(text: str, secrets: tuple[str, ...], limit: int = 240) -> str:
-    """A provider's description, cut to one line, without any of the request's secrets."""
-    line = text.replace("\r", "\n").split("\n", 1)[0].strip()
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            line = line.replace(secret, "[redacted]")
-    line = "".join(ch for ch in line if ch.isprintable())
+def secret_forms(values: Iterable[Any], *, client_id: str = "") -> tuple[str, ...]:
+    """Every form in which tokenvend sends these secret values, longest first: as they are,
+    form- and URL-encoded (`quote_plus`, as requests encodes forms and query strings, and
+    `quote`), JSON-escaped (as requests writes a JSON body, and as many servers echo one),
+    and, for the client secret (the first value), the HTTP Basic credentials built from it:
+    the base64 of ``id:secret`` and the whole ``Basic …`` value."""
+    forms: set[str] = set()
+    texts = [value for value in values if isinstance(value, str) and value]
+    for value in texts:
+        escaped = json.dumps(value)[1:-1]
+        forms.update(
+            {
+                value,
+                quote_plus(value),
+                quote_plus(value, safe="/"),
+                quote(value),
+                quote(value, safe=""),
+                escaped,
+                escaped.replace("/", "\\/"),
+                json.dumps(value, ensure_ascii=False)[1:-1],
+            }
+        )
+    if texts:
+        pair = f"{quote_plus(client_id)}:{quote_plus(texts[0])}"
+        basic = base64.b64encode(pair.encode()).decode("ascii")
+        forms.update({basic, basic.rstrip("="), f"Basic {basic}"})
+    return tuple(sorted(forms, key=lambda form: (-len(form), form)))
+
+
+def scrub(text: str, secrets: tuple[str, ...], limit: int = DESCRIPTION_LIMIT) -> str:
+    """A provider's words as a caller may see them: without any form of the request's
+    secrets (compared without regard to case, so that re-encoded percent escapes are caught
+    too), cut to one line of printable characters, at most `limit` long."""
+    pattern = re.compile("|".join(map(re.escape, secrets)), re.IGNORECASE) if secrets else None
+
+    def redact(value: str) -> str:
+        return pattern.sub(REDACTED, value) if pattern is not None else value
+
+    # Before the line is cut (a secret may span lines) and after (removing characters may
+    # join a secret that a control character had split).
+    line = redact(text).replace("\r", "\n").split("\n", 1)[0].strip()
+    line = redact("".join(ch for ch in line if ch.isprintable()))
     return line[:limit]
 
 
@@ -313,10 +471,11 @@ def interpret(
     retry_after = _retry_after(headers)
     if 300 <= status < 400:
         location = headers.get("Location", "") if headers is not None else ""
-        where = safe_url(location) if location else "(no Location)"
+        where = scrub(safe_url(location), secrets, LABEL_LIMIT * 2) if location else ""
         return Failure(
             ProviderRejected(
-                f"redirect: the token endpoint answered {status} and points to {where}; "
+                f"redirect: the token endpoint answered {status} and points to "
+                f"{where or '(no Location)'}; "
                 "set the connection's token_url (or authority_host) to the new address"
             ),
             permanent=True,
@@ -332,11 +491,7 @@ def interpret(
         if failure is not None:
             return failure
         if 200 <= status < 300:
-            return _token_in(spec, data, now, default_lifetime, requested_scope) or Failure(
-                ProviderUnavailable("malformed answer: the token endpoint sent no access_token"),
-                permanent=False,
-                retry=True,
-            )
+            return _token_in(data, secrets, now, default_lifetime, requested_scope)
     return _by_status(status, retry_after, "malformed answer" if data is None else "unexpected")
 
 
@@ -368,20 +523,19 @@ def _error_in(
 ) -> Failure | None:
     name = data.get(spec.error_name)
     name = name if isinstance(name, str) and name else None
-    code: Any = data.get(spec.error_code) if spec.error_code else None
-    if isinstance(code, list):
-        code = code[0] if code else None
-    if code in (0, "0", "", None) or isinstance(code, bool):
-        code = None
+    code = _error_code(data.get(spec.error_code) if spec.error_code else None)
     if name is None and code is None:
-        if "errcode" in data and data.get("errcode") not in (0, "0"):
-            code = data.get("errcode")  # the legacy DingTalk shape
-        elif status < 400:
+        code = _error_code(data.get("errcode"))  # the legacy DingTalk shape
+        if code is None and status < 400:
             return None
     if name is None and code is None:
         return None
-    shown_code = f"{spec.error_code_prefix}{code}" if code is not None else None
-    label = " ".join(x for x in (shown_code, name and f"({name})" if shown_code else name) if x)
+    # The provider's own name and code are its words too: bounded and scrubbed like the rest.
+    shown_code = scrub(f"{spec.error_code_prefix}{code}", secrets, LABEL_LIMIT) if code else None
+    shown_name = scrub(name, secrets, LABEL_LIMIT) if name else None
+    label = " ".join(
+        x for x in (shown_code, f"({shown_name})" if shown_code and shown_name else shown_name) if x
+    )
     description = ""
     for dotted in spec.error_message:
         found = _path(data, dotted)
@@ -422,34 +576,68 @@ def _error_in(
     )
 
 
+def _error_code(value: Any) -> str | int | None:
+    """A provider's error code: a string or a number (or the first of a list), not zero."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if isinstance(value, bool) or not isinstance(value, str | int) or value in (0, "0", ""):
+        return None
+    return value
+
+
 def _token_in(
-    spec: ProviderSpec,
     data: dict[str, Any],
+    secrets: tuple[str, ...],
     now: float,
     default_lifetime: int,
     requested_scope: str | None,
-) -> Token | None:
+) -> Token | Failure:
+    """The token of a success answer. Its lifetime is `expires_in`, else the `exp` of a JWT,
+    else `default_lifetime`: the default is for answers that say nothing of expiry, never for
+    one that says the token is already dead, which is a (transient) failure."""
     access_token = data.get("access_token")
     if not isinstance(access_token, str) or not access_token.strip():
-        return None
+        return _malformed("the token endpoint sent no access_token")
     lifetime = seconds(data.get("expires_in"))
-    if lifetime is not None and lifetime > 0:
+    exp = jwt_exp(access_token) if lifetime is None else None
+    if lifetime is not None:
         expires_at = now + min(lifetime, MAX_LIFETIME)
+    elif exp is not None:
+        expires_at = min(float(exp), now + MAX_LIFETIME)
     else:
-        exp = jwt_exp(access_token)
-        if exp is not None and exp > now:
-            expires_at = min(float(exp), now + MAX_LIFETIME)
-        else:
-            expires_at = now + default_lifetime
+        expires_at = now + default_lifetime
+    if int(expires_at) <= now:
+        return Failure(
+            ProviderUnavailable("the provider issued a token that has already expired"),
+            permanent=False,
+            retry=True,
+        )
     token_type = data.get("token_type")
     scope = data.get("scope")
     refresh_token = data.get("refresh_token")
     refresh_in = seconds(data.get("refresh_expires_in"))
     return Token(
         access_token=access_token,
-        token_type=token_type if isinstance(token_type, str) and token_type else "Bearer",
+        token_type=_token_type(token_type),
         expires_at=int(expires_at),
-        scope=scope if isinstance(scope, str) and scope else requested_scope,
+        scope=scope if _fit_scope(scope, secrets) else requested_scope,
         refresh_token=refresh_token if isinstance(refresh_token, str) and refresh_token else None,
         refresh_expires_at=int(now + refresh_in) if refresh_in is not None else None,
     )
+
+
+def _malformed(what: str) -> Failure:
+    return Failure(ProviderUnavailable(f"malformed answer: {what}"), permanent=False, retry=True)
+
+
+def _token_type(value: Any) -> str:
+    """The token type as callers may be shown it: one short word (``Bearer``, ``bearer``,
+    ``MAC``); anything else is read as the default, ``Bearer``."""
+    return value if isinstance(value, str) and PLAIN_WORD.fullmatch(value) else "Bearer"
+
+
+def _fit_scope(value: Any, secrets: tuple[str, ...]) -> bool:
+    """A granted scope callers may be shown: printable, bounded, and holding no secret."""
+    if not isinstance(value, str) or not value or len(value) > 2000:
+        return False
+    return value.isprintable() and scrub(value, secrets, len(value)) == value

@@ -279,7 +279,13 @@ class Refresher:
         redirect_uri: str | None,
     ) -> Token:
         try:
-            request = build_request(self.spec, config, code=code, redirect_uri=redirect_uri)
+            request = build_request(
+                self.spec,
+                config,
+                code=code,
+                redirect_uri=redirect_uri,
+                allow_http_loopback=self.settings.allow_http_loopback,
+            )
         except AuthorizationRequired as error:
             raise Failed(Failure(error, permanent=True, retry=False)) from None
         deadline = self._monotonic() + self.settings.attempt_deadline
