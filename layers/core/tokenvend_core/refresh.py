@@ -145,7 +145,7 @@ class Refresher:
                 owner,
                 now,
                 seconds=self.settings.lease_seconds,
-                cool_down=self.settings.cool_down,
+                cool_down=self._cool_down(),
             ):
                 return self._attempt(connection, owner, secret, config, state)
             if not contended:
@@ -172,6 +172,12 @@ class Refresher:
         logger.info("access list updated from the secret", extra=_ids(self, connection))
         return replace(state, allowed_principals=wanted_tuple)
 
+    def _cool_down(self) -> int:
+        """The cool-down as this container's clock must keep it: the last attempt was dated
+        by another container's clock, which may be up to the clock skew ahead of this one."""
+        cool_down = self.settings.cool_down
+        return cool_down + self.settings.clock_skew if cool_down > 0 else 0
+
     def _fresh_or_remembered(
         self, state: ConnectionState, secret: ConnectionSecret, now: float, need: Need
     ) -> bool:
@@ -184,9 +190,9 @@ class Refresher:
                 raise error
             return False  # the secret changed since: try again
         since = now - state.last_attempt_at
-        if state.leased(now) or since >= self.settings.cool_down:
+        if state.leased(now) or since >= self._cool_down():
             return False
-        retry_after = max(1, math.ceil(self.settings.cool_down - since))
+        retry_after = max(1, math.ceil(self._cool_down() - since))
         if error is not None:
             error.retry_after = retry_after if error.retry_after is None else error.retry_after
             raise error

@@ -34,14 +34,17 @@ class Settings:
     schedule_interval: int = 300
     cool_down: int = 30
     memory_cache: int = 30
-    lease_seconds: int = 60
+    lease_seconds: int = 90
     default_lifetime: int = 3300
     attempt_deadline: int = 10
     lease_wait: int = 5
     schedule_concurrency: int = 64
     schedule_margin: int = 15
     backoff_cap: int = 3600
-    clock_skew: int = 30
+    # The largest difference between two containers' clocks (each within ±30 s of true
+    # time). Tokens are treated as expiring this much early, and the cool-down is kept by
+    # this much more; LEASE_SECONDS exceeds an attempt's deadline by more than this.
+    clock_skew: int = 60
     fanout_queue_url: str = ""
     fanout_threshold: int = 2000
     fanout_batch: int = 100
@@ -64,14 +67,14 @@ class Settings:
             schedule_interval=60 * _int(env, "SCHEDULE_RATE_MINUTES", 5, 1, 1440),
             cool_down=_int(env, "COOL_DOWN_SECONDS", 30, 0, 3600),
             memory_cache=_int(env, "MEMORY_CACHE_SECONDS", 30, 0, 3600),
-            lease_seconds=_int(env, "LEASE_SECONDS", 60, 1, 900),
+            lease_seconds=_int(env, "LEASE_SECONDS", 90, 1, 900),
             default_lifetime=_int(env, "DEFAULT_LIFETIME_SECONDS", 3300, 60, 86400 * 30),
             attempt_deadline=_int(env, "ATTEMPT_DEADLINE_SECONDS", 10, 1, 600),
             lease_wait=_int(env, "LEASE_WAIT_SECONDS", 5, 0, 600),
             schedule_concurrency=_int(env, "SCHEDULE_CONCURRENCY", 64, 1, 256),
             schedule_margin=_int(env, "SCHEDULE_MARGIN_SECONDS", 15, 1, 600),
             backoff_cap=_int(env, "BACKOFF_CAP_SECONDS", 3600, 60, 86400),
-            clock_skew=_int(env, "CLOCK_SKEW_SECONDS", 30, 0, 300),
+            clock_skew=_int(env, "CLOCK_SKEW_SECONDS", 60, 0, 300),
             fanout_queue_url=env.get("FANOUT_QUEUE_URL", ""),
             fanout_threshold=_int(env, "FANOUT_THRESHOLD", 2000, 1, 1_000_000),
             fanout_batch=_int(env, "FANOUT_BATCH", 100, 1, 1000),
