@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 SAM_VENV ?= .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 
-.PHONY: local test lint unit bench build validate security deploy clean
+.PHONY: local test lint unit soak bench build validate security sam-local deploy clean
 
 $(STAMP): pyproject.toml layers/core/requirements.txt
 	python3 -m venv $(VENV)
@@ -30,6 +30,11 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+## soak: the model-based suite's state machines (tests/model) with random seeds and many more,
+## longer sequences: about TOKENVEND_SOAK_SECONDS (600) plus the shrinking of what fails
+soak: $(STAMP)
+	TOKENVEND_SOAK=1 $(VENV)/bin/pytest tests/model/test_machine.py -q -p no:cacheprovider -o timeout=2400 $(PYTEST_ARGS)
+
 ## bench: print performance figures (not part of test)
 bench: $(STAMP)
 	$(PY) -m bench
@@ -45,6 +50,11 @@ validate: $(SAM)
 
 build: $(SAM)
 	$(SAM) build
+
+## sam-local: the template's functions in SAM CLI's own emulation against tokenvend local
+## (needs root for the Docker engine, or a running one; see README)
+sam-local: $(STAMP) $(SAM)
+	$(PY) sam/sam_local.py --sam $(SAM) $(ARGS)
 
 ## security: static checks of the template (checkov, offline) and the code (bandit)
 CHECKS_VENV ?= .venv-checks

@@ -661,6 +661,7 @@ def cmd_local(args: argparse.Namespace, target: Target) -> int:
             sandbox=not args.no_sandbox,
             refresh_every=args.refresh_every,
             parameters=dict(args.parameter_overrides),
+            docker_bridge=args.docker_bridge,
         )
     )
 
@@ -720,6 +721,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=VALUE",
         help="template parameters, as `sam deploy` takes them (e.g. CoolDownSeconds=1)",
+    )
+    local.add_argument(
+        "--docker-bridge",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="also listen on the docker bridge's address (docker0's, or ADDRESS), where the "
+        "functions SAM CLI runs in containers reach this machine; loopback stays, never "
+        "0.0.0.0. The demo connections then name that address (see .tokenvend/sam-env.json)",
     )
     local.set_defaults(run=cmd_local)
 

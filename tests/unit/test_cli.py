@@ -277,7 +277,12 @@ def test_local_passes_its_options_to_the_local_stack(
         "sandbox": False,
         "refresh_every": 2.5,
         "parameters": {},
+        "docker_bridge": None,
     }
+    assert main(["local", "--docker-bridge"]) == 3
+    assert seen["docker_bridge"] == ""  # docker0's address
+    assert main(["local", "--docker-bridge", "172.17.0.1"]) == 3
+    assert seen["docker_bridge"] == "172.17.0.1"
     assert main(["local", "--parameter-overrides", "CoolDownSeconds=1", "A=b=c"]) == 3
     assert seen["parameters"] == {"CoolDownSeconds": "1", "A": "b=c"}
     assert main(["local", "--parameter-overrides", "no-equals"]) == 2

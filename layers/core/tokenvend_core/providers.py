@@ -11,7 +11,7 @@ import ipaddress
 import json
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -144,7 +144,9 @@ def safe_url(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
-def check_url(url: str, *, allow_http_loopback: bool) -> str:
+def check_url(
+    url: str, *, allow_http_loopback: bool, plain_http_hosts: Collection[str] = ()
+) -> str:
     """`url` if it is fit to send credentials to; raise InvalidRequest otherwise.
 
     The URL is judged as the HTTP library will use it: `requests` prepares it and urllib3
@@ -154,7 +156,9 @@ def check_url(url: str, *, allow_http_loopback: bool) -> str:
     info, fragments, whitespace and control characters, non-ASCII text, dot segments, and
     any URL whose scheme, host or port differ between the two readings. https only; plain
     http only on a loopback host and only with `allow_http_loopback` (the local stack and the
-    tests). The messages never repeat the URL.
+    tests), or on one of `plain_http_hosts` (host names or IP addresses, as
+    Settings.plain_http_hosts holds them: the local stack's docker bridge address). The
+    messages never repeat the URL.
     """
     if not isinstance(url, str) or not url:
         raise InvalidRequest("the token URL is empty")
@@ -187,12 +191,25 @@ def check_url(url: str, *, allow_http_loopback: bool) -> str:
     for seen in _as_the_http_library_reads(url):
         if seen != (scheme, host, port):
             raise InvalidRequest("the token URL reads differently to the HTTP library: refused")
-    if scheme == "http" and not (allow_http_loopback and _is_loopback(host)):
+    if scheme == "http" and not (
+        (allow_http_loopback and _is_loopback(host)) or _listed(host, plain_http_hosts)
+    ):
         raise InvalidRequest(
-            "the token URL must be https (plain http only on a loopback address, "
-            "where the stack allows it)"
+            "the token URL must be https (plain http only on a loopback address or a host "
+            "the stack lists, where the stack allows it)"
         )
     return url
+
+
+def _listed(host: str, hosts: Collection[str]) -> bool:
+    """`host` (as urlsplit reads it: lower case, no brackets) is one of `hosts`; an IP
+    address matches in any of its spellings."""
+    if not hosts:
+        return False
+    try:
+        return str(ipaddress.ip_address(host)) in hosts
+    except ValueError:  # a host name
+        return host in hosts
 
 
 def _plain_host(host: str) -> bool:
@@ -238,7 +255,11 @@ def _as_the_http_library_reads(url: str) -> list[tuple[str, str, int | None]]:
 
 
 def validate_secret(
-    spec: ProviderSpec, value: Any, *, allow_http_loopback: bool = False
+    spec: ProviderSpec,
+    value: Any,
+    *,
+    allow_http_loopback: bool = False,
+    plain_http_hosts: Collection[str] = (),
 ) -> dict[str, Any]:
     """Check a connection's secret against the provider's fields; raise InvalidRequest."""
     if not isinstance(value, dict):
@@ -277,7 +298,11 @@ def validate_secret(
         and all(isinstance(p, str) and p.startswith("arn:") for p in principals)
     ):
         raise InvalidRequest("allowed_principals must be a list of ARN patterns")
-    check_url(token_url(spec, value), allow_http_loopback=allow_http_loopback)
+    check_url(
+        token_url(spec, value),
+        allow_http_loopback=allow_http_loopback,
+        plain_http_hosts=plain_http_hosts,
+    )
     return value
 
 
@@ -326,15 +351,20 @@ def build_request(
     code: str | None = None,
     redirect_uri: str | None = None,
     allow_http_loopback: bool = False,
+    plain_http_hosts: Collection[str] = (),
 ) -> TokenRequest:
     """The token request for this connection: a code exchange when `code` is given, a
     refresh-token grant for providers that authorize users, else client credentials.
 
     The URL is judged again here (`check_url`), so that none reaches the HTTP library
-    unchecked. Whether plain http on loopback is allowed is the stack's setting, applied by
-    `validate_secret`, which every caller runs on the secret first; callers that know the
-    setting pass it here too."""
-    url = check_url(token_url(spec, secret), allow_http_loopback=allow_http_loopback)
+    unchecked. Whether plain http on loopback (or on a listed host) is allowed is the
+    stack's setting, applied by `validate_secret`, which every caller runs on the secret
+    first; callers that know the setting pass it here too."""
+    url = check_url(
+        token_url(spec, secret),
+        allow_http_loopback=allow_http_loopback,
+        plain_http_hosts=plain_http_hosts,
+    )
     params: dict[str, str] = {}
     secrets = [secret["client_secret"]]
     if spec.uses_refresh_token:

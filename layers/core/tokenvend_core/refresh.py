@@ -102,7 +102,10 @@ class Refresher:
             )
         try:
             return secret, validate_secret(
-                self.spec, secret.value, allow_http_loopback=self.settings.allow_http_loopback
+                self.spec,
+                secret.value,
+                allow_http_loopback=self.settings.allow_http_loopback,
+                plain_http_hosts=self.settings.plain_http_hosts,
             )
         except InvalidRequest as exc:
             raise Internal(
@@ -291,6 +294,7 @@ class Refresher:
                 code=code,
                 redirect_uri=redirect_uri,
                 allow_http_loopback=self.settings.allow_http_loopback,
+                plain_http_hosts=self.settings.plain_http_hosts,
             )
         except AuthorizationRequired as error:
             raise Failed(Failure(error, permanent=True, retry=False)) from None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -22,6 +24,26 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+def _hosts(env: Mapping[str, str], name: str) -> frozenset[str]:
+    """A comma-separated list of host names or IP addresses, each as `check_url` compares
+    them (lower case; an IP address in its canonical form)."""
+    hosts = set()
+    for raw in env.get(name, "").split(","):
+        host = raw.strip().lower()
+        if not host:
+            continue
+        try:
+            host = str(ipaddress.ip_address(host))
+        except ValueError:
+            if not re.fullmatch(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*", host):
+                raise SettingsError(
+                    f"{name} must list host names or IP addresses (no scheme, port or path), "
+                    f"got {raw.strip()!r}"
+                ) from None
+        hosts.add(host)
+    return frozenset(hosts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +73,10 @@ class Settings:
     # Plain-HTTP token URLs on a loopback address: only the local stack and the tests set
     # ALLOW_HTTP_LOOPBACK; a deployed function never accepts them.
     allow_http_loopback: bool = False
+    # Further hosts whose token URLs may be plain HTTP. Only the local stack sets
+    # PLAIN_HTTP_HOSTS (the docker bridge address, which SAM CLI's containers and the host
+    # both reach); empty when deployed, where no host is allowed plain HTTP.
+    plain_http_hosts: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,4 +105,5 @@ class Settings:
             fanout_threshold=_int(env, "FANOUT_THRESHOLD", 2000, 1, 1_000_000),
             fanout_batch=_int(env, "FANOUT_BATCH", 100, 1, 1000),
             allow_http_loopback=env.get("ALLOW_HTTP_LOOPBACK", "").lower() in ("1", "true"),
+            plain_http_hosts=_hosts(env, "PLAIN_HTTP_HOSTS"),
         )

@@ -13,6 +13,10 @@ AWS account.
   mappings (sources.py) feed their queues' batches to their functions.
 - Unless `--no-sandbox`: the sandbox token endpoints and a ready `demo` connection per
   provider (demo.py).
+- With `--docker-bridge`: every server on the docker bridge's address as well (bridge.py),
+  where the functions that SAM CLI runs in containers reach it; loopback stays, and never
+  0.0.0.0. Always: `.tokenvend/sam-env.json` (samenv.py), SAM CLI's `--env-vars` file that
+  points those functions at this stack.
 
 Standard output carries only the `ready` line and the `export` lines for a second shell;
 everything else, the functions' Powertools JSON logs and metrics included, goes to standard
@@ -48,9 +52,13 @@ def run(
     refresh_every: float | None = None,
     parameters: Mapping[str, str] | None = None,
     template: Path | None = None,
+    docker_bridge: str | None = None,
+    workdir: Path | None = None,
 ) -> int:
     """Serve until SIGINT or SIGTERM. Returns the exit status: 0 after a clean stop, 2 for
-    bad input, 1 when the stack cannot start. A port of 0 picks a free one."""
+    bad input, 1 when the stack cannot start. A port of 0 picks a free one. `docker_bridge`:
+    None (loopback only), "" (docker0's address), an interface name or an IP address.
+    `workdir`: where .tokenvend/ goes (default: the current directory)."""
     import os
 
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
@@ -84,6 +92,8 @@ def run(
                     refresh_every=refresh_every,
                     parameters=dict(parameters or {}),
                     template=template,
+                    docker_bridge=docker_bridge,
+                    workdir=workdir,
                 )
             )
         except (TemplateError, FileNotFoundError) as exc:

@@ -23,6 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-sandbox", dest="sandbox", action="store_false")
     parser.add_argument("--refresh-every", type=float, default=None, metavar="SECONDS")
     parser.add_argument(
+        "--docker-bridge",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="also listen on the docker bridge (docker0's address, or ADDRESS)",
+    )
+    parser.add_argument(
         "--parameter-overrides",
         nargs="+",
         default=[],
@@ -46,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         sandbox=args.sandbox,
         refresh_every=args.refresh_every,
         parameters=parameters,
+        docker_bridge=args.docker_bridge,
     )
 
 

@@ -5,6 +5,9 @@ the local Secrets Manager that points at the sandbox, exactly as an operator wou
 real one (`tokenvend connections put`). wps365's connection is authorized through the
 sandbox's own authorization step: the sandbox issues a code, as a user's consent would, and
 the wps365 function redeems it, as `tokenvend authorize` does. The secrets are never shown.
+
+The connections name the sandbox at `base_url` when given (with `--docker-bridge`, the
+bridge address: one URL that the in-process functions and SAM CLI's containers both reach).
 """
 
 from __future__ import annotations
@@ -28,8 +31,21 @@ class DemoError(RuntimeError):
     """A demo connection could not be set up."""
 
 
-def demo_connection(provider: str, sandbox: Sandbox) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the sandbox client's registration attributes, the connection's secret value)."""
+def demo_connection(
+    provider: str, sandbox: Sandbox, base_url: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the sandbox client's registration attributes, the connection's secret value), with
+    the sandbox's URLs at `base_url` instead of its own when given."""
+    attrs, secret = _demo_connection(provider, sandbox)
+    if base_url and base_url != sandbox.url:
+        for values in (attrs, secret):
+            for name in ("token_url", "redirect_uri", "authority_host"):
+                if isinstance(values.get(name), str) and values[name].startswith(sandbox.url):
+                    values[name] = base_url + values[name][len(sandbox.url) :]
+    return attrs, secret
+
+
+def _demo_connection(provider: str, sandbox: Sandbox) -> tuple[dict[str, Any], dict[str, Any]]:
     client_id = f"tokenvend-demo-{provider}"
     secret: dict[str, Any] = {"client_id": client_id, "client_secret": secrets.token_urlsafe(24)}
     attrs: dict[str, Any] = {}
@@ -62,12 +78,13 @@ def set_up(
     secrets_prefix: str,
     secretsmanager: Any,
     lambda_client: Any,
+    base_url: str | None = None,
 ) -> list[str]:
     """Register, store and (wps365) authorize the demo connection of every provider that
     has both a function and a sandbox endpoint; returns those providers."""
     ready = []
     for provider, function_name in provider_functions.items():
-        attrs, value = demo_connection(provider, sandbox)
+        attrs, value = demo_connection(provider, sandbox, base_url)
         sandbox.register(provider, value["client_id"], value["client_secret"], **attrs)
         secretsmanager.create_secret(
             Name=f"{secrets_prefix}{provider}/{CONNECTION}",

@@ -40,6 +40,17 @@ from .log import log
 # under its own function's environment.
 _BUILDERS = {"_vendor": "build_vendor", "_refresher": "build_refresher"}
 _ENV_LOCK = threading.Lock()
+# What the local stack sets for every function itself, process-wide (stack.py): where AWS
+# and the Lambda endpoint are, and which token URLs may be plain HTTP.
+_STACK_SETTINGS = frozenset({"PLAIN_HTTP_HOSTS", "ALLOW_HTTP_LOOPBACK"})
+
+
+def set_by_the_stack(name: str) -> bool:
+    """True for a variable whose value the local stack decides, whatever the template says.
+    The template declares these empty for deployment (botocore ignores an empty
+    AWS_ENDPOINT_URL), and an empty one laid over the stack's own would send a function to
+    AWS itself; a non-empty one would too."""
+    return name.startswith("AWS_ENDPOINT_URL") or name in _STACK_SETTINGS
 
 
 @contextmanager
@@ -113,14 +124,19 @@ class LocalFunction:
         return f"LocalFunction({self.name})"
 
     def lambda_environment(self) -> dict[str, str]:
-        """The template's variables plus those the Lambda runtime sets."""
+        """The template's variables plus those the Lambda runtime sets, less those the local
+        stack sets itself (`set_by_the_stack`): the process-wide ones stay in force."""
         return {
             "AWS_LAMBDA_FUNCTION_NAME": self.name,
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.memory_size),
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{self.name}",
             "AWS_LAMBDA_LOG_STREAM_NAME": self.log_stream,
-            **self.environment,
+            **{
+                name: value
+                for name, value in self.environment.items()
+                if not set_by_the_stack(name)
+            },
         }
 
     def load(self) -> None:

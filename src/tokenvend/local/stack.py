@@ -1,5 +1,7 @@
 """The whole stack on loopback: moto for AWS, the functions behind a Lambda Invoke API and
-behind API Gateway's REST API, the schedules, and the sandbox with its demo connections."""
+behind API Gateway's REST API, the schedules, and the sandbox with its demo connections;
+with `--docker-bridge`, on the docker bridge's address as well (bridge.py), and always SAM
+CLI's environment file for the template's functions (samenv.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from typing import Any, TextIO
 from ..awslocal import MotoKeys, MotoServer, WsgiServer
 from ..template import ACCOUNT_ID, Stack, find_template, load_template, table_definition
 from ..template import ttl_attribute as template_ttl_attribute
-from . import demo
+from . import demo, samenv
+from .bridge import BridgeError, Relay, bridge_address
 from .functions import LocalFunction, functions_of
 from .http_api import HttpApi, routes_of
 from .lambda_api import LambdaApi
@@ -73,6 +76,11 @@ class Options:
     refresh_every: float | None = None
     parameters: dict[str, str] = field(default_factory=dict)
     template: Path | None = None
+    # `--docker-bridge [VALUE]`: None (loopback only), "" (docker0's address), an interface
+    # name or an address.
+    docker_bridge: str | None = None
+    # Where .tokenvend/ goes: the directory `tokenvend local` was started from.
+    workdir: Path | None = None
 
 
 class LocalStack:
@@ -94,6 +102,9 @@ class LocalStack:
         self.pollers: SqsPollers | None = None
         self.user_key: dict[str, str] = {}
         self.demo_providers: list[str] = []
+        self.bridge: str | None = None  # the bridge address listened on, if any
+        self.relays: list[Relay] = []
+        self.sam_env_path: Path | None = None
         self._saved_env: dict[str, str] | None = None
 
     # -- start --------------------------------------------------------------------------
@@ -105,6 +116,11 @@ class LocalStack:
         routes, api = routes_of(stack, self.functions)
         schedules = schedules_of(stack, self.functions, options.refresh_every)
         sources = sources_of(stack, self.functions)
+        if options.docker_bridge is not None:
+            try:
+                self.bridge = bridge_address(options.docker_bridge)
+            except BridgeError as exc:
+                raise StartError(str(exc)) from None
         self.moto = _listen("--aws-port", options.aws_port, MotoServer, HOST, options.aws_port)
         self.moto.start()
         lambda_app = LambdaApi(self.functions, region=options.region, account_id=ACCOUNT_ID)
@@ -118,6 +134,9 @@ class LocalStack:
             "--api-port", options.api_port, WsgiServer, api_app, HOST, options.api_port,
             name="api",
         )  # fmt: skip
+        self._relay("--aws-port", self.moto.port, "aws")
+        self._relay("--lambda-port", self.lambda_server.port, "lambda")
+        self._relay("--api-port", self.api_server.port, "api")
         self._set_environment()
         self._create_table()
         self._create_queues()
@@ -131,6 +150,7 @@ class LocalStack:
         self.scheduler = Scheduler(schedules, region=options.region, account_id=ACCOUNT_ID)
         self.scheduler.start()
         self.pollers = SqsPollers(sources, region=options.region).start()
+        self.sam_env_path = self._write_sam_environment()
         log(
             "serving",
             stack=options.stack,
@@ -138,7 +158,38 @@ class LocalStack:
             routes=[f"{route.method} {route.path}" for route in routes],
             schedules={s.rule_name: s.interval for s in schedules},
             queues={source.queue_name: source.function.name for source in sources},
+            docker_bridge=self.bridge,
+            sam_env_vars=str(self.sam_env_path),
         )
+
+    def _relay(self, flag: str, port: int, name: str) -> None:
+        """With `--docker-bridge`, `port` on the bridge address too."""
+        if self.bridge is None:
+            return
+        try:
+            relay = Relay(self.bridge, port, port, name=name)
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StartError(
+                f"cannot listen on {self.bridge}:{port} ({flag}, --docker-bridge): {reason}"
+            ) from None
+        self.relays.append(relay.start())
+
+    def _url(self, port: int) -> str:
+        """Where the in-process functions and the containers alike reach `port` (the bridge
+        address with --docker-bridge, else loopback)."""
+        return samenv.endpoint(self.bridge or HOST, port)
+
+    def _write_sam_environment(self) -> Path:
+        assert self.moto is not None and self.lambda_server is not None
+        host = self.bridge or samenv.DOCKER_HOST_NAME
+        content = samenv.container_environment(
+            self.functions.values(),
+            aws_url=samenv.endpoint(host, self.moto.port),
+            lambda_url=samenv.endpoint(host, self.lambda_server.port),
+            plain_http_hosts=[self.bridge] if self.bridge else [],
+        )
+        return samenv.write(self.options.workdir or Path.cwd(), content)
 
     def _set_environment(self) -> None:
         """What the functions' boto3 clients (and Powertools) read, process-wide."""
@@ -159,8 +210,13 @@ class LocalStack:
                 "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
                 "AWS_EC2_METADATA_DISABLED": "true",
                 "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
-                # The sandbox's token URLs are plain HTTP on loopback: allowed here only.
+                # The sandbox's token URLs are plain HTTP on loopback: allowed here only;
+                # with --docker-bridge they name the bridge address, allowed here only too.
                 "ALLOW_HTTP_LOOPBACK": "true",
+                "PLAIN_HTTP_HOSTS": self.bridge or "",
+                # Every function here runs on this one machine's clock: no two clocks to
+                # allow for, so tokens last to their expiry and the cool-down is as set.
+                "CLOCK_SKEW_SECONDS": "0",
             }
         )
 
@@ -251,6 +307,8 @@ class LocalStack:
 
         port = self.options.sandbox_port
         self.sandbox = _listen("--sandbox-port", port, lambda: Sandbox(HOST, port).start())
+        sandbox_port = int(self.sandbox.url.rsplit(":", 1)[1])
+        self._relay("--sandbox-port", sandbox_port, "sandbox")
         providers = {p: f for p, f in self.provider_functions().items() if p in PROVIDERS}
         try:
             self.demo_providers = demo.set_up(
@@ -259,6 +317,7 @@ class LocalStack:
                 secrets_prefix=self.secrets_prefix,
                 secretsmanager=self._client("secretsmanager"),
                 lambda_client=self._client("lambda"),
+                base_url=self._url(sandbox_port),
             )
         except demo.DemoError as exc:
             raise StartError(str(exc)) from None
@@ -274,6 +333,8 @@ class LocalStack:
         ]
         if self.sandbox is not None:
             parts.append(f"sandbox {self.sandbox.url}")
+        if self.bridge is not None:
+            parts.append(f"also on the docker bridge {self.bridge}")
         lines = [
             f'ready: tokenvend local is serving the stack "{self.options.stack}" '
             f"({self.options.region}): {', '.join(parts)}",
@@ -293,6 +354,8 @@ class LocalStack:
             "TOKENVEND_SECRETS_PREFIX": self.secrets_prefix,
         }
         lines += [f"export {name}={shlex.quote(value)}" for name, value in exports.items()]
+        if self.sam_env_path is not None:
+            lines.append(f"# SAM CLI: --env-vars {shlex.quote(str(self.sam_env_path))}")
         if "dingtalk" in self.demo_providers:
             lines.append("# then: tokenvend token dingtalk demo")
         elif self.demo_providers:
@@ -308,6 +371,8 @@ class LocalStack:
         for runner in (self.scheduler, self.pollers):
             if runner is not None:
                 runner.stop()
+        for relay in self.relays:
+            relay.stop()
         for server in (self.api_server, self.lambda_server, self.sandbox, self.moto):
             if server is not None:
                 try:
