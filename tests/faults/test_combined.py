@@ -270,3 +270,30 @@ def test_refresh_after_a_takeover_serves_only_what_the_table_holds(
     thread.join(timeout=15)
     assert "state" not in outcome
     assert getattr(outcome["error"], "code", None) == "provider_unavailable"
+
+
+def test_a_dead_access_token_with_a_rotated_refresh_token_keeps_the_refresh_token(
+    wps: Stack,
+) -> None:
+    """Found by the model-based suite: an answer whose access token is already dead, but
+    which rotated the grant, lost the new refresh token (the answer was thrown away whole, and
+    the attempt retried with the old grant)."""
+    rotated = "rt-rotated-alongside-a-dead-token"
+    wps.sandbox.reset()
+    wps.sandbox.inject(
+        "wps365",
+        Fault.success(
+            {
+                "access_token": "dead-on-arrival",
+                "expires_in": 0,
+                "token_type": "bearer",
+                "refresh_token": rotated,
+                "refresh_expires_in": 2592000,
+            }
+        ),
+    )
+    status, body, _ = wps.vend("POST", "wps365", body=None)
+    assert "dead-on-arrival" not in str(body)
+    assert status in (200, 503) and (status == 503 or body.get("stale") is True)
+    assert wps.sandbox.calls("wps365") == 1  # never retried with the grant it replaced
+    assert _grant_in_secret(wps) == rotated

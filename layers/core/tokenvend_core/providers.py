@@ -12,7 +12,7 @@ import json
 import re
 import tomllib
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -129,6 +129,10 @@ class Failure:
     permanent: bool
     retry: bool
     retry_after: float | None = None
+    # A success answer that gave no usable access token may still have rotated the grant:
+    # its new refresh token, which must be kept all the same (never retried with the old).
+    refresh_token: str | None = field(default=None, repr=False)
+    refresh_expires_at: int | None = None
 
 
 def safe_url(url: str) -> str:
@@ -625,9 +629,15 @@ def _token_in(
     """The token of a success answer. Its lifetime is `expires_in`, else the `exp` of a JWT,
     else `default_lifetime`: the default is for answers that say nothing of expiry, never for
     one that says the token is already dead, which is a (transient) failure."""
+    refresh_token = data.get("refresh_token")
+    refresh_token = refresh_token if isinstance(refresh_token, str) and refresh_token else None
+    refresh_in = seconds(data.get("refresh_expires_in"))
+    refresh_expires_at = int(now + refresh_in) if refresh_in is not None else None
     access_token = data.get("access_token")
     if not isinstance(access_token, str) or not access_token.strip():
-        return _malformed("the token endpoint sent no access_token")
+        return _unusable(
+            _malformed("the token endpoint sent no access_token"), refresh_token, refresh_expires_at
+        )
     lifetime = seconds(data.get("expires_in"))
     exp = jwt_exp(access_token) if lifetime is None else None
     if lifetime is not None:
@@ -637,22 +647,37 @@ def _token_in(
     else:
         expires_at = now + default_lifetime
     if int(expires_at) <= now:
-        return Failure(
+        dead = Failure(
             ProviderUnavailable("the provider issued a token that has already expired"),
             permanent=False,
             retry=True,
         )
+        return _unusable(dead, refresh_token, refresh_expires_at)
     token_type = data.get("token_type")
     scope = data.get("scope")
-    refresh_token = data.get("refresh_token")
-    refresh_in = seconds(data.get("refresh_expires_in"))
     return Token(
         access_token=access_token,
         token_type=_token_type(token_type),
         expires_at=int(expires_at),
         scope=scope if _fit_scope(scope, secrets) else requested_scope,
-        refresh_token=refresh_token if isinstance(refresh_token, str) and refresh_token else None,
-        refresh_expires_at=int(now + refresh_in) if refresh_in is not None else None,
+        refresh_token=refresh_token,
+        refresh_expires_at=refresh_expires_at,
+    )
+
+
+def _unusable(
+    failure: Failure, refresh_token: str | None, refresh_expires_at: int | None
+) -> Failure:
+    """A success answer without a usable access token. When it carries a refresh token, the
+    grant has rotated: not retried (a retry would spend the old grant), and the new refresh
+    token goes with the failure, to be kept."""
+    if refresh_token is None:
+        return failure
+    return replace(
+        failure,
+        retry=False,
+        refresh_token=refresh_token,
+        refresh_expires_at=refresh_expires_at,
     )
 
 

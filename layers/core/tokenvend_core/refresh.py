@@ -231,6 +231,20 @@ class Refresher:
             except Failed as failed:
                 if suspect and isinstance(failed.failure.error, AuthorizationRequired):
                     raise Failed(_lost_rotation(failed.failure)) from None
+                rotated = failed.failure.refresh_token
+                if rotated and self.spec.uses_refresh_token:
+                    # No usable access token, but the provider did rotate the grant: the new
+                    # refresh token is kept like any other before the failure is told.
+                    unusable = Token(
+                        "",
+                        "Bearer",
+                        0,
+                        refresh_token=rotated,
+                        refresh_expires_at=failed.failure.refresh_expires_at,
+                    )
+                    secret = self._keep_refresh_token(
+                        connection, owner, config, unusable, secret, None
+                    )
                 raise
             if self.spec.uses_refresh_token:
                 secret = self._keep_refresh_token(connection, owner, config, token, secret, code)
