@@ -25,7 +25,7 @@ from .errors import (
     ProviderUnavailable,
     TokenVendError,
 )
-from .tokens import Token, jwt_exp, seconds
+from .tokens import Token, jwt_exp, seconds, sha256_hex
 
 CLIENT_AUTHS = ("query", "client_secret_post", "client_secret_basic", "json")
 COMMON_OPTIONAL = (
@@ -133,6 +133,9 @@ class Failure:
     # its new refresh token, which must be kept all the same (never retried with the old).
     refresh_token: str | None = field(default=None, repr=False)
     refresh_expires_at: int | None = None
+    # A success answer whose access token is already dead: that token's SHA-256, so that a
+    # cached copy of the very same token (a provider that re-issues it) is not served on.
+    dead_token_sha256: str | None = None
 
 
 def safe_url(url: str) -> str:
@@ -651,6 +654,7 @@ def _token_in(
             ProviderUnavailable("the provider issued a token that has already expired"),
             permanent=False,
             retry=True,
+            dead_token_sha256=sha256_hex(access_token),
         )
         return _unusable(dead, refresh_token, refresh_expires_at)
     token_type = data.get("token_type")

@@ -150,7 +150,7 @@ class Refresher:
                 seconds=self.settings.lease_seconds,
                 cool_down=self._cool_down(),
             ):
-                return self._attempt(connection, owner, secret, config, state)
+                return self._attempt(connection, owner, secret, config, state, need=need)
             if not contended:
                 contended = True
                 emit("LeaseContention")
@@ -219,6 +219,7 @@ class Refresher:
         *,
         code: str | None = None,
         redirect_uri: str | None = None,
+        need: Need | None = None,
     ) -> ConnectionState:
         """Holding the lease: fetch, store the rotated refresh token, store the token."""
         stored = False
@@ -266,7 +267,12 @@ class Refresher:
                     "lease lost before the token was stored", extra=_ids(self, connection)
                 )
                 current = self.tokens.get(self.provider, connection, consistent=True)
-                if current is not None and current.valid(now + self.settings.clock_skew):
+                good_enough = (
+                    need.met_by(current, now)
+                    if need is not None
+                    else current is not None and current.valid(now + self.settings.clock_skew)
+                )
+                if current is not None and good_enough:
                     return current
                 # The token is not in the table, so nobody may be handed it: only what the
                 # table holds carries the connection's access list.
@@ -282,6 +288,11 @@ class Refresher:
             if code is None:  # a bad code says nothing about the connection's own grant
                 stored = True
                 self._record(connection, owner, failed.failure, secret, previous)
+            dead = failed.dead_tokens
+            held = previous.access_token if previous is not None else None
+            if held and previous is not None and previous.token_sha256() in dead:
+                # The provider re-issued the very token it now says is dead.
+                self.tokens.expire_token(self.provider, connection, held, self._clock())
             raise failed.failure.error from None
         except TokenVendError as error:
             if code is None:
@@ -313,16 +324,23 @@ class Refresher:
         except AuthorizationRequired as error:
             raise Failed(Failure(error, permanent=True, retry=False)) from None
         deadline = self._monotonic() + self.settings.attempt_deadline
+        dead: set[str] = set()  # tokens any try of this attempt was told are already dead
+
+        def on_try(outcome: Token | Failure, seconds: float) -> None:
+            self._on_try(outcome, seconds)
+            if isinstance(outcome, Failure) and outcome.dead_token_sha256:
+                dead.add(outcome.dead_token_sha256)
+
         outcome = self.endpoint.fetch(
             self.spec,
             request,
             deadline=deadline,
             default_lifetime=int(config.get("default_lifetime") or self.settings.default_lifetime),
             scope=config.get("scope"),
-            on_try=self._on_try,
+            on_try=on_try,
         )
         if isinstance(outcome, Failure):
-            raise Failed(outcome)
+            raise Failed(outcome, dead_tokens=frozenset(dead))
         return outcome
 
     def _on_try(self, outcome: Token | Failure, seconds: float) -> None:
@@ -422,13 +440,26 @@ class Refresher:
                     )
                 )
             return secret
-        value = dict(config)
-        value["refresh_token"] = token.refresh_token
-        if token.refresh_expires_at is not None:
-            value["refresh_expires_at"] = token.refresh_expires_at
+        # The grants this attempt may replace in the secret: the one it spent, and the one
+        # the secret held when the attempt spent a fallback copy instead.
+        replaceable = {config.get("refresh_token"), secret.value.get("refresh_token")}
         last: Exception | None = None
+        superseded = False
         for attempt in range(4):
             try:
+                # Written over the secret as it is now, not as it was when the attempt began:
+                # an operator's edit (an access list, a rotated client secret) made meanwhile
+                # stays, and a grant put there meanwhile (a new authorization) is not
+                # overwritten with this older chain's token.
+                latest = self.secrets.get(self.provider, connection)
+                base = dict(latest.value) if latest is not None else dict(config)
+                held = base.get("refresh_token")
+                if code is None and held not in replaceable and held != token.refresh_token:
+                    superseded = True
+                    break
+                value = {**base, "refresh_token": token.refresh_token}
+                if token.refresh_expires_at is not None:
+                    value["refresh_expires_at"] = token.refresh_expires_at
                 version = self.secrets.put(self.provider, connection, value)
                 return ConnectionSecret(value, version)
             except Exception as error:  # whatever failed, the grant must go somewhere
@@ -442,6 +473,16 @@ class Refresher:
                     },
                 )
                 self._sleep(min(2.0, 0.2 * 2**attempt))
+        if superseded:
+            emit("RefreshTokenFallbackSuperseded")
+            logger.warning(
+                "the connection's grant was replaced while this refresh ran; its token is not kept",
+                extra=_ids(self, connection),
+            )
+            raise ProviderUnavailable(
+                "the connection's grant was replaced while this refresh ran; try again",
+                retry_after=1,
+            )
         # The fallback place: the token table, under the lease. The next attempt moves it
         # into the secret; until then an alarm watches RefreshTokenInFallback.
         try:
@@ -726,9 +767,10 @@ class Refresher:
 class Failed(Exception):
     """A classified failure inside an attempt."""
 
-    def __init__(self, failure: Failure) -> None:
+    def __init__(self, failure: Failure, dead_tokens: frozenset[str] = frozenset()) -> None:
         super().__init__(failure.error.message)
         self.failure = failure
+        self.dead_tokens = dead_tokens  # SHA-256s of tokens the provider declared dead
 
 
 def _lost_rotation(failure: Failure) -> Failure:

@@ -21,6 +21,7 @@ _CONDITION_NAMES = {
     "#la": "last_attempt_at",
     "#pg": "pending_refresh_token",
     "#cn": "connection",
+    "#at": "access_token",
 }
 TTL_GRACE = 86400
 # What the vend function reads: never the fallback copy of a refresh token.
@@ -475,6 +476,17 @@ class TokenStore:
             set_, remove = {"allowed_principals": list(allowed_principals)}, ()
         return None is not self._update(
             provider, connection, set_=set_, remove=remove, condition="attribute_exists(#cn)"
+        )
+
+    def expire_token(self, provider: str, connection: str, access_token: str, now: float) -> bool:
+        """The provider declared this very token dead: it is never served again, not even
+        stale. Only while the item still holds that token."""
+        return None is not self._update(
+            provider,
+            connection,
+            set_={"expires_at": int(now)},
+            condition="#at = :tok",
+            values={":tok": access_token},
         )
 
     def retire(self, provider: str, connection: str) -> bool:

@@ -196,8 +196,11 @@ class Vendor:
                 and cached is not None
                 and (cached.token_sha256() == rejected_sha256)
             )
-            # Stale-if-error, but never the very token the caller reported as refused, and
-            # only to a caller the connection's list allows.
+            # Stale-if-error, but never the very token the caller reported as refused, nor
+            # one the provider has just declared dead, and only to a caller the
+            # connection's list allows.
+            if cached is not None and cached.valid(now + self._skew) and not rejected:
+                cached = self._still_cached(cached)
             if cached is not None and cached.valid(now + self._skew) and not rejected:
                 emit("VendStale")
                 self._serve(cached, caller_arn, "stale")
@@ -208,6 +211,19 @@ class Vendor:
         vended = self._serve(fresh, caller_arn, "provider")
         self._remember(fresh)
         return vended
+
+    def _still_cached(self, cached: ConnectionState) -> ConnectionState | None:
+        """The cached token as the table holds it now, if it is still that token (a failed
+        refresh may have found it declared dead); the earlier copy when the table fails."""
+        try:
+            now_held = self._tokens.get(
+                cached.provider, cached.connection, consistent=True, public=True
+            )
+        except ProviderUnavailable:
+            return cached
+        if now_held is None or now_held.access_token != cached.access_token:
+            return None
+        return now_held
 
     def _serve(self, state: ConnectionState, caller_arn: str | None, source: str) -> Vended:
         if not is_allowed(caller_arn, state.allowed_principals):
