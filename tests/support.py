@@ -3,6 +3,7 @@ moto, and the template's own table definition."""
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import uuid
@@ -11,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import boto3
 from botocore.exceptions import ClientError
@@ -46,6 +48,25 @@ REDIRECT_URI = "https://app.example.com/callback"
 
 # Recognisable values: the leak checks look for these everywhere.
 CLIENT_SECRET = "SECRET-do-not-leak-7f3a"
+
+
+def secret_forms(value: str, client_id: str | None = None) -> set[str]:
+    """Every form in which tokenvend sends a secret, and so in which it may be echoed back
+    (worked out here, not by the code under test): raw, form- and URL-escaped, JSON-escaped,
+    and, given its client id, the HTTP Basic credentials made from it."""
+    found = {
+        value,
+        quote_plus(value),
+        quote(value),
+        quote(value, safe=""),
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+    }
+    if client_id is not None:
+        pair = f"{quote_plus(client_id)}:{quote_plus(value)}"
+        basic = base64.b64encode(pair.encode()).decode("ascii")
+        found |= {basic, f"Basic {basic}"}
+    return found
 
 
 def event(name: str, **changes: Any) -> dict[str, Any]:

@@ -34,13 +34,20 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
-from urllib.parse import quote, quote_plus
 
 import boto3
 import requests
 from botocore.exceptions import ClientError
 
-from support import REDIRECT_URI, ROOT, TABLE, LambdaContext, api_event, load_function
+from support import (
+    REDIRECT_URI,
+    ROOT,
+    TABLE,
+    LambdaContext,
+    api_event,
+    load_function,
+    secret_forms,
+)
 from tokenvend.sandbox import Sandbox
 from tokenvend.template import load_template, table_definition
 from tokenvend_core.endpoint import RetryPolicy, TokenEndpoint
@@ -714,22 +721,11 @@ class World:
 
 
 def encodings(value: str, client_id: str | None = None) -> set[str]:
-    """Every form in which a secret may travel and so be echoed back: raw, form- and
-    path-escaped, JSON-escaped, and (with its client id) as HTTP Basic credentials."""
-    found = {
-        value,
-        quote_plus(value),
-        quote(value),
-        quote(value, safe=""),
-        json.dumps(value)[1:-1],
-        json.dumps(value, ensure_ascii=False)[1:-1],
-    }
+    """The forms of a secret the invariants look for (and, to be safe, Basic credentials of
+    the unescaped pair too), less those too short to tell apart from ordinary text."""
+    found = secret_forms(value, client_id)
     if client_id is not None:
-        for pair in (
-            f"{client_id}:{value}",
-            f"{quote_plus(client_id)}:{quote_plus(value)}",
-        ):
-            found.add(base64.b64encode(pair.encode()).decode("ascii"))
+        found.add(base64.b64encode(f"{client_id}:{value}".encode()).decode("ascii"))
     return {form for form in found if len(form) >= 8}
 
 

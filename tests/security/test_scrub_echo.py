@@ -6,17 +6,16 @@ authentication, then through the whole vend path."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote_plus
 
 import pytest
 
-from support import FAST, REDIRECT_URI, Stack, connection_secret
+from support import FAST, REDIRECT_URI, Stack, connection_secret, secret_forms
 from tokenvend.sandbox import Fault, Sandbox
 from tokenvend_core.endpoint import TokenEndpoint
 from tokenvend_core.errors import ProviderRejected, ProviderUnavailable
@@ -53,27 +52,10 @@ DESCRIPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def forms(value: str, client_id: str | None = None) -> set[str]:
-    """Every encoding tokenvend sends a secret in (worked out here, not by the code)."""
-    out = {
-        value,
-        quote_plus(value),
-        quote(value),
-        quote(value, safe=""),
-        json.dumps(value)[1:-1],
-        json.dumps(value, ensure_ascii=False)[1:-1],
-    }
-    if client_id is not None:
-        pair = f"{quote_plus(client_id)}:{quote_plus(value)}"
-        basic = base64.b64encode(pair.encode()).decode()
-        out |= {basic, f"Basic {basic}"}
-    return out
-
-
 def all_forms(client_id: str, *values: str) -> set[str]:
-    found = forms(CLIENT_SECRET, client_id)
+    found = secret_forms(CLIENT_SECRET, client_id)
     for value in values:
-        found |= forms(value)
+        found |= secret_forms(value)
     return found
 
 
@@ -274,7 +256,7 @@ def test_the_request_carries_every_form_of_every_secret() -> None:
         {"client_id": "c", "client_secret": CLIENT_SECRET, "redirect_uri": REDIRECT_URI},
         code=CODE,
     )
-    assert forms(CODE) <= set(wps.secrets)
+    assert secret_forms(CODE) <= set(wps.secrets)
 
 
 @pytest.mark.parametrize("style", CLIENT_AUTHS)

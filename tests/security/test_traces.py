@@ -5,7 +5,6 @@ the token endpoint fails; and the Tracer never captures a response."""
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import sys
@@ -13,10 +12,10 @@ from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus
 
 import pytest
 
+from support import secret_forms
 from tokenvend_core import xray_requests
 
 HERE = Path(__file__).resolve().parent
@@ -36,24 +35,6 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(out.read_text())
     result["stdout"], result["stderr"] = run.stdout, run.stderr
     return result
-
-
-def encodings(value: str, client_id: str | None = None) -> set[str]:
-    """Every form tokenvend sends a secret in: raw, form- and URL-encoded, JSON-escaped, and
-    the HTTP Basic credentials made from it."""
-    out = {
-        value,
-        quote_plus(value),
-        quote(value),
-        quote(value, safe=""),
-        json.dumps(value)[1:-1],
-        json.dumps(value, ensure_ascii=False)[1:-1],
-    }
-    if client_id is not None:
-        pair = f"{quote_plus(client_id)}:{quote_plus(value)}"
-        basic = base64.b64encode(pair.encode()).decode()
-        out |= {basic, f"Basic {basic}"}
-    return out
 
 
 def strings(node: Any) -> Iterator[str]:
@@ -78,11 +59,11 @@ def test_nothing_secret_is_traced_logged_or_measured(probe: dict[str, Any]) -> N
     assert "refresh failed" in stdout and '"_aws"' in stdout  # logs and metrics too
     values = [v for group in probe["values"].values() for v in group]
     assert len(values) >= 16
-    forms = {form for value in values for form in encodings(value)}
+    forms = {form for value in values for form in secret_forms(value)}
     for entry in probe["credentials"]:
-        forms |= encodings(entry["client_secret"], entry["client_id"])
+        forms |= secret_forms(entry["client_secret"], entry["client_id"])
         for other in entry["others"]:
-            forms |= encodings(other)
+            forms |= secret_forms(other)
     decoded = [text for entity in entities for text in strings(json.loads(entity))]
     traced = "\n".join([*entities, *decoded]).lower()
     leaked = sorted(form for form in forms if form.lower() in traced)
