@@ -199,13 +199,14 @@ class Vendor:
             # Stale-if-error, but never the very token the caller reported as refused, nor
             # one the provider has just declared dead, and only to a caller the
             # connection's list allows.
-            if cached is not None and cached.valid(now + self._skew) and not rejected:
-                cached = self._still_cached(cached)
-            if cached is not None and cached.valid(now + self._skew) and not rejected:
-                emit("VendStale")
-                self._serve(cached, caller_arn, "stale")
-                return Vended(cached, "table", stale_error=error)
-            raise
+            if cached is None or rejected or not cached.valid(now + self._skew):
+                raise
+            held = self._still_cached(cached)
+            if held is None or not held.valid(now + self._skew):
+                raise
+            emit("VendStale")
+            self._serve(held, caller_arn, "stale")
+            return Vended(held, "table", stale_error=error)
         if not fresh.valid(self._clock() + self._skew):
             raise ProviderUnavailable("the provider function returned an expired token")
         vended = self._serve(fresh, caller_arn, "provider")
