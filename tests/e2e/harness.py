@@ -243,8 +243,8 @@ def put_secret(stack: LocalProcess, provider: str, connection: str, value: dict[
     stack.client("secretsmanager").create_secret(Name=name, SecretString=json.dumps(value))
 
 
-def token_item(stack: LocalProcess, provider: str, connection: str) -> dict[str, Any] | None:
-    """The token table's item of a connection (consistent read), or None."""
+def table_item(stack: LocalProcess, provider: str, connection: str) -> dict[str, Any] | None:
+    """The token table's item of a connection as it is (consistent read), or None."""
     answer = stack.client("dynamodb").get_item(
         TableName=stack.env["TOKENVEND_TABLE"],
         Key={"provider": {"S": provider}, "connection": {"S": connection}},
@@ -257,6 +257,13 @@ def token_item(stack: LocalProcess, provider: str, connection: str) -> dict[str,
 
     deserializer = TypeDeserializer()
     return {name: deserializer.deserialize(value) for name, value in item.items()}
+
+
+def token_item(stack: LocalProcess, provider: str, connection: str) -> dict[str, Any] | None:
+    """The token table's item of a connection once it holds a token, else None (a refresher's
+    lease is written before the first token, and is no token)."""
+    item = table_item(stack, provider, connection)
+    return item if item is not None and "access_token" in item else None
 
 
 def introspect(stack: LocalProcess, token: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 from botocore.credentials import Credentials
-from e2e.harness import LocalProcess, put_secret, secret_of, token_item, wait_for
+from e2e.harness import LocalProcess, put_secret, secret_of, table_item, token_item, wait_for
 
 VEND = "tokenvend-vend"
 
@@ -77,7 +77,7 @@ def test_bad_requests_get_403_and_never_reach_a_function(stack: LocalProcess, pr
     )
     assert stack.invocations(VEND, since=mark) == []
     assert stack.sandbox("GET", "calls")["aspose"] == calls
-    assert token_item(stack, "aspose", probe) is None
+    assert table_item(stack, "aspose", probe) is None
 
     # When the same request comes properly signed
     answer = stack.call("GET", path)
