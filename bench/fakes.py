@@ -1,7 +1,7 @@
 """In-memory stand-ins for the token table and Secrets Manager, with a fixed latency per call.
 
-They implement the methods of `tokenvend_core.store.TokenStore` and
-`tokenvend_core.secrets.SecretStore` that the refresh path uses, with the same semantics
+They implement the methods of `tokenvend_core.aws.store.TokenStore` and
+`tokenvend_core.aws.secrets.SecretStore` that the refresh path uses, with the same semantics
 (conditional lease, fencing on `lease_owner`, version counter, projections), and sleep a
 fixed time per AWS call (per page for listings) outside their lock, as concurrent requests
 to DynamoDB and Secrets Manager overlap. What the fleet benchmark measures is tokenvend's
@@ -19,9 +19,9 @@ import time
 from collections import Counter
 from typing import Any
 
+from tokenvend_core.aws.secrets import ConnectionSecret
+from tokenvend_core.aws.store import PUBLIC, TTL_GRACE, ConnectionState, state_from_item
 from tokenvend_core.errors import TokenVendError
-from tokenvend_core.secrets import ConnectionSecret
-from tokenvend_core.store import PUBLIC, TTL_GRACE, ConnectionState, state_from_item
 from tokenvend_core.tokens import Token
 
 LATENCY = 0.005

@@ -104,9 +104,9 @@ def child(connections: int, concurrency: int, url: str, variant: str) -> dict[st
     from requests.adapters import HTTPAdapter
 
     from bench.fakes import FakeFanout, FakeSecretStore, FakeTokenStore
-    from tokenvend_core.endpoint import TokenEndpoint
-    from tokenvend_core.providers import spec_for
-    from tokenvend_core.refresh import Refresher
+    from tokenvend_core.catalogue.providers import spec_for
+    from tokenvend_core.refresh.endpoint import TokenEndpoint
+    from tokenvend_core.refresh.refresher import Refresher
     from tokenvend_core.settings import Settings
 
     settings = Settings(

@@ -6,7 +6,7 @@ endpoint is the sandbox (`tokenvend.sandbox.Sandbox`, provider `oauth2`).
 
 A simulated container is what one Lambda execution environment holds: the vend function's
 module with its own Vendor (its own memory), the provider function's module with its own
-Refresher, each with its own boto3 clients (configured as `tokenvend_core.aws.client` does),
+Refresher, each with its own boto3 clients (configured as `tokenvend_core.aws.clients.client` does),
 and the vend function invoking the provider function in-process (same event, same JSON).
 Like a Lambda container it serves one request at a time: each of up to 64 worker threads
 owns one container and takes vends from a shared queue. Every row starts from an empty
@@ -53,7 +53,7 @@ ROWS: list[tuple[str, int, int]] = [  # label, connections, vends per connection
 
 
 def _client(service: str) -> Any:
-    """A client as tokenvend_core.aws.client configures it, from the default session (the
+    """A client as tokenvend_core.aws.clients.client configures it, from the default session (the
     runtime's own makes a Session per client, which costs ~50 ms each: too slow for 64
     containers set up in a benchmark; the configuration is the same)."""
     import boto3
@@ -72,13 +72,13 @@ class Container:
     """One Lambda execution environment's worth of the vend and provider functions."""
 
     def __init__(self, index: int, settings: Any) -> None:
-        from tokenvend_core.endpoint import TokenEndpoint
-        from tokenvend_core.invoker import LambdaInvoker
-        from tokenvend_core.providers import spec_for
-        from tokenvend_core.refresh import Refresher
-        from tokenvend_core.secrets import SecretStore
-        from tokenvend_core.store import TokenStore
-        from tokenvend_core.vend import Vendor
+        from tokenvend_core.aws.secrets import SecretStore
+        from tokenvend_core.aws.store import TokenStore
+        from tokenvend_core.catalogue.providers import spec_for
+        from tokenvend_core.refresh.endpoint import TokenEndpoint
+        from tokenvend_core.refresh.refresher import Refresher
+        from tokenvend_core.vend.invoker import LambdaInvoker
+        from tokenvend_core.vend.vendor import Vendor
 
         vend_ddb, provider_ddb, provider_sm = (
             _client("dynamodb"),

@@ -19,14 +19,14 @@ from botocore.exceptions import ClientError
 
 from tokenvend.sandbox import Sandbox
 from tokenvend.template import load_template, table_definition
-from tokenvend_core.endpoint import RetryPolicy, TokenEndpoint
-from tokenvend_core.invoker import LambdaInvoker
-from tokenvend_core.providers import spec_for
-from tokenvend_core.refresh import Refresher
-from tokenvend_core.secrets import SecretStore
+from tokenvend_core.aws.secrets import SecretStore
+from tokenvend_core.aws.store import TokenStore
+from tokenvend_core.catalogue.providers import spec_for
+from tokenvend_core.refresh.endpoint import RetryPolicy, TokenEndpoint
+from tokenvend_core.refresh.refresher import Refresher
 from tokenvend_core.settings import Settings
-from tokenvend_core.store import TokenStore
-from tokenvend_core.vend import Vendor
+from tokenvend_core.vend.invoker import LambdaInvoker
+from tokenvend_core.vend.vendor import Vendor
 
 ENV = {
     "AWS_ACCESS_KEY_ID": "testing",

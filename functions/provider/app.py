@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenvend_core import provider_events
 from tokenvend_core.observability import dimension, logger, metrics, tracer
-from tokenvend_core.refresh import Refresher
+from tokenvend_core.refresh import events
+from tokenvend_core.refresh.refresher import Refresher
 from tokenvend_core.runtime import build_refresher
 from tokenvend_core.settings import Settings
 
@@ -28,4 +28,4 @@ def refresher() -> Refresher:
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     current = refresher()
     dimension("provider", current.provider)
-    return provider_events.handle(event, current, context.get_remaining_time_in_millis)
+    return events.handle(event, current, context.get_remaining_time_in_millis)

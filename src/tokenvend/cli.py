@@ -16,9 +16,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
+from tokenvend_core.catalogue.providers import spec_for, validate_secret
 from tokenvend_core.errors import TokenVendError as CoreError
 from tokenvend_core.names import PROVIDERS, check_connection, check_provider, parse_min_ttl
-from tokenvend_core.providers import spec_for, validate_secret
 from tokenvend_core.tokens import rfc3339
 
 from .client import DEFAULT_STACK, TokenClient, TokenVendError, stack_outputs
@@ -286,7 +286,7 @@ def cmd_put(args: argparse.Namespace, target: Target) -> int:
             answer = client.put_secret_value(SecretId=name, SecretString=secret_string)
             print(f"added version {answer.get('VersionId', '?')} to secret {name}")
     if "allowed_principals" in value:
-        from tokenvend_core.store import TokenStore
+        from tokenvend_core.aws.store import TokenStore
 
         # A new access list is in force at once, not from the next refresh: every vend
         # checks callers against the list beside the cached token. (A list removed widens
@@ -307,7 +307,7 @@ def cmd_delete(args: argparse.Namespace, target: Target) -> int:
         raise _bad("--recovery-days must be from 7 to 30")
     from botocore.exceptions import ClientError
 
-    from tokenvend_core.store import TokenStore
+    from tokenvend_core.aws.store import TokenStore
 
     name = f"{target.secrets_prefix()}{provider}/{connection}"
     tokens = TokenStore(target.client("dynamodb"), target.table())
@@ -365,8 +365,8 @@ def _when(epoch: float | None) -> str | None:
 
 def connection_rows(target: Target, now: float) -> list[dict[str, Any]]:
     """Every connection (a secret, a token item, or both) with its token's state."""
-    from tokenvend_core.secrets import SecretStore
-    from tokenvend_core.store import TokenStore
+    from tokenvend_core.aws.secrets import SecretStore
+    from tokenvend_core.aws.store import TokenStore
 
     secrets = SecretStore(target.client("secretsmanager"), target.secrets_prefix())
     tokens = TokenStore(target.client("dynamodb"), target.table())

@@ -13,9 +13,9 @@ import requests
 
 from support import CALLER, REDIRECT_URI, AwsFault, Stack, build_stack
 from tokenvend.sandbox import Fault
-from tokenvend_core.endpoint import RetryPolicy, TokenEndpoint
 from tokenvend_core.errors import ProviderUnavailable
 from tokenvend_core.need import Need
+from tokenvend_core.refresh.endpoint import RetryPolicy, TokenEndpoint
 
 OUTSIDER = "arn:aws:iam::123456789012:user/someone-else"
 # A holder that waits for a slow token endpoint (the shared FAST policy gives up after 1 s).

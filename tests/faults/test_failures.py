@@ -15,9 +15,9 @@ from botocore.stub import Stubber
 
 from support import AwsFault, Stack
 from tokenvend.sandbox import Fault
-from tokenvend_core.aws import client
+from tokenvend_core.aws.clients import client
 from tokenvend_core.errors import ProviderUnavailable
-from tokenvend_core.invoker import LambdaInvoker
+from tokenvend_core.vend.invoker import LambdaInvoker
 
 
 def test_an_attempt_ends_at_its_deadline(make_stack: Callable[..., Stack]) -> None:

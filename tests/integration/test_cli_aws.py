@@ -26,8 +26,8 @@ import requests
 from tokenvend.awslocal import MotoServer
 from tokenvend.cli import main
 from tokenvend.template import load_template, table_definition
+from tokenvend_core.aws.store import TokenStore
 from tokenvend_core.errors import ProviderRejected, ProviderUnavailable
-from tokenvend_core.store import TokenStore
 from tokenvend_core.tokens import Token, sha256_hex
 
 REGION = "us-east-1"

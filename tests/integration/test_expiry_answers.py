@@ -14,9 +14,9 @@ import pytest
 
 from support import FAST, Stack, connection_secret
 from tokenvend.sandbox import Fault, Sandbox
-from tokenvend_core.endpoint import TokenEndpoint
+from tokenvend_core.catalogue.providers import Failure, build_request, spec_for, validate_secret
 from tokenvend_core.errors import ProviderUnavailable
-from tokenvend_core.providers import Failure, build_request, spec_for, validate_secret
+from tokenvend_core.refresh.endpoint import TokenEndpoint
 from tokenvend_core.tokens import Token
 
 EXPIRED = "the provider issued a token that has already expired"

@@ -10,7 +10,7 @@ from dataclasses import replace
 import boto3
 
 from support import LambdaContext, Stack
-from tokenvend_core.fanout import SqsFanout
+from tokenvend_core.refresh.fanout import SqsFanout
 
 
 def queue_for(stack: Stack, provider: str, threshold: int, batch: int) -> str:

@@ -13,7 +13,7 @@ import pytest
 from support import ROOT, LambdaContext, Stack, create_table, event
 from tokenvend.template import Stack as TemplateStack
 from tokenvend.template import load_template
-from tokenvend_core.store import TokenStore
+from tokenvend_core.aws.store import TokenStore
 
 
 def template_stack(stack_name: str, **parameters: str) -> TemplateStack:

@@ -50,15 +50,15 @@ from support import (
 )
 from tokenvend.sandbox import Sandbox
 from tokenvend.template import load_template, table_definition
-from tokenvend_core.endpoint import RetryPolicy, TokenEndpoint
-from tokenvend_core.invoker import LambdaInvoker
-from tokenvend_core.providers import ProviderSpec, TokenRequest, spec_for
-from tokenvend_core.refresh import Refresher
-from tokenvend_core.secrets import SecretStore
+from tokenvend_core.aws.secrets import SecretStore
+from tokenvend_core.aws.store import TokenStore
+from tokenvend_core.catalogue.providers import ProviderSpec, TokenRequest, spec_for
+from tokenvend_core.refresh.endpoint import RetryPolicy, TokenEndpoint
+from tokenvend_core.refresh.refresher import Refresher
 from tokenvend_core.settings import Settings
-from tokenvend_core.store import TokenStore
 from tokenvend_core.tokens import jwt_exp
-from tokenvend_core.vend import Vendor
+from tokenvend_core.vend.invoker import LambdaInvoker
+from tokenvend_core.vend.vendor import Vendor
 
 PREFIX = "tokenvend-test-"
 SECRETS_PREFIX = "tokenvend/"

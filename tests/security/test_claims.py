@@ -28,8 +28,8 @@ from template_iam import (
 from support import CALLER, CLIENT_SECRET, TABLE, AwsFault, Stack
 from tokenvend.sandbox import Fault
 from tokenvend_core import runtime
+from tokenvend_core.aws.store import PUBLIC
 from tokenvend_core.settings import Settings
-from tokenvend_core.store import PUBLIC
 
 KMS_KEY = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 

@@ -135,7 +135,7 @@ def test_vend_has_no_secret_access_and_invokes_only_provider_functions(
     assert [a for s in table for a in actions(s)] == ["dynamodb:GetItem"]
     # And only the attributes a caller may be given.
     attributes = table[0]["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]
-    from tokenvend_core.store import PUBLIC
+    from tokenvend_core.aws.store import PUBLIC
 
     assert sorted(attributes) == sorted(PUBLIC)
     assert "pending_refresh_token" not in attributes

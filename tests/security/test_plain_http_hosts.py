@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from support import Stack
+from tokenvend_core.catalogue.providers import build_request, spec_for, validate_secret
 from tokenvend_core.errors import InvalidRequest
-from tokenvend_core.providers import build_request, spec_for, validate_secret
 from tokenvend_core.settings import Settings, SettingsError
 
 

@@ -17,9 +17,7 @@ import pytest
 
 from support import FAST, REDIRECT_URI, Stack, connection_secret, secret_forms
 from tokenvend.sandbox import Fault, Sandbox
-from tokenvend_core.endpoint import TokenEndpoint
-from tokenvend_core.errors import ProviderRejected, ProviderUnavailable
-from tokenvend_core.providers import (
+from tokenvend_core.catalogue.providers import (
     CLIENT_AUTHS,
     Failure,
     build_request,
@@ -27,6 +25,8 @@ from tokenvend_core.providers import (
     spec_for,
     validate_secret,
 )
+from tokenvend_core.errors import ProviderRejected, ProviderUnavailable
+from tokenvend_core.refresh.endpoint import TokenEndpoint
 
 # Values whose encodings all differ: '/' (quote vs quote(safe="")), ' ' ('+' vs '%20'),
 # '+', '&', '=', '"' and '\\' (JSON escaping), non-ASCII (\\u escapes, UTF-8 percent escapes).

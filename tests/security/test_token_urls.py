@@ -11,8 +11,8 @@ import pytest
 from urllib3.util import parse_url
 
 from support import Stack
+from tokenvend_core.catalogue.providers import build_request, spec_for, validate_secret
 from tokenvend_core.errors import InvalidRequest
-from tokenvend_core.providers import build_request, spec_for, validate_secret
 
 BASE = {"client_id": "c", "client_secret": "SECRET-url-test"}
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from support import secret_forms
-from tokenvend_core import xray_requests
+from tokenvend_core.refresh import xray_requests
 
 HERE = Path(__file__).resolve().parent
 

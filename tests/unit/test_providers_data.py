@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from tokenvend_core.catalogue.providers import build_request, load_specs, spec_for, validate_secret
 from tokenvend_core.errors import InvalidRequest
-from tokenvend_core.providers import build_request, load_specs, spec_for, validate_secret
 
 GOOD: dict[str, dict[str, Any]] = {
     "aspose": {"client_id": "c", "client_secret": "s"},

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from .errors import InvalidRequest, UnknownProvider
+from tokenvend_core.errors import InvalidRequest, UnknownProvider
 
 PROVIDERS = ("aspose", "wps365", "azure", "dingtalk", "oauth2")
 CONNECTION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .store import ConnectionState
+from tokenvend_core.aws.store import ConnectionState
 
 
 @dataclass(frozen=True, slots=True)

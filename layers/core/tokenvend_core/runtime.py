@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from .aws import client
-from .invoker import LambdaInvoker
-from .settings import Settings
-from .store import TokenStore
-from .vend import Vendor
+from tokenvend_core.aws.clients import client
+from tokenvend_core.aws.store import TokenStore
+from tokenvend_core.settings import Settings
+from tokenvend_core.vend.invoker import LambdaInvoker
+from tokenvend_core.vend.vendor import Vendor
 
 if TYPE_CHECKING:
-    from .refresh import Refresher
+    from tokenvend_core.refresh.refresher import Refresher
 
 
 # The vend function's worst case, in seconds, which its Timeout in template.yaml exceeds:
@@ -57,12 +57,12 @@ def build_vendor(settings: Settings) -> Vendor:
 def build_refresher(settings: Settings) -> Refresher:
     # The refresh side's imports (requests, the providers) are the provider function's own:
     # the vend function never pays for them at cold start.
-    from .endpoint import TokenEndpoint, pooled_session
-    from .fanout import SqsFanout
-    from .observability import tracer
-    from .providers import spec_for
-    from .refresh import Refresher
-    from .secrets import SecretStore
+    from tokenvend_core.aws.secrets import SecretStore
+    from tokenvend_core.catalogue.providers import spec_for
+    from tokenvend_core.observability import tracer
+    from tokenvend_core.refresh.endpoint import TokenEndpoint, pooled_session
+    from tokenvend_core.refresh.fanout import SqsFanout
+    from tokenvend_core.refresh.refresher import Refresher
 
     if not settings.provider:
         raise ValueError("PROVIDER is not set")

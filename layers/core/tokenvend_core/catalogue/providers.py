@@ -18,14 +18,14 @@ from importlib import resources
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
-from .errors import (
+from tokenvend_core.errors import (
     AuthorizationRequired,
     InvalidRequest,
     ProviderRejected,
     ProviderUnavailable,
     TokenVendError,
 )
-from .tokens import Token, jwt_exp, seconds, sha256_hex
+from tokenvend_core.tokens import Token, jwt_exp, seconds, sha256_hex
 
 CLIENT_AUTHS = ("query", "client_secret_post", "client_secret_basic", "json")
 COMMON_OPTIONAL = (

@@ -16,8 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from .endpoint import TokenEndpoint
-from .errors import (
+from tokenvend_core.aws.secrets import ConnectionSecret, SecretStore
+from tokenvend_core.aws.store import ConnectionState, TokenStore
+from tokenvend_core.catalogue.providers import Failure, ProviderSpec, build_request, validate_secret
+from tokenvend_core.errors import (
     AuthorizationRequired,
     Forbidden,
     Internal,
@@ -27,15 +29,13 @@ from .errors import (
     TokenVendError,
     UnknownConnection,
 )
-from .names import CONNECTION_RE
-from .need import Need
-from .observability import MetricUnit, emit, emit_for_connection, logger
-from .principals import is_allowed
-from .providers import Failure, ProviderSpec, build_request, validate_secret
-from .secrets import ConnectionSecret, SecretStore
-from .settings import Settings
-from .store import ConnectionState, TokenStore
-from .tokens import Token, sha256_hex
+from tokenvend_core.names import CONNECTION_RE
+from tokenvend_core.need import Need
+from tokenvend_core.observability import MetricUnit, emit, emit_for_connection, logger
+from tokenvend_core.principals import is_allowed
+from tokenvend_core.refresh.endpoint import TokenEndpoint
+from tokenvend_core.settings import Settings
+from tokenvend_core.tokens import Token, sha256_hex
 
 POLL = 0.1
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import Internal, ProviderUnavailable
+from tokenvend_core.errors import Internal, ProviderUnavailable
 
 # Permission errors are the deployment's fault, not a passing one; every other AWS failure
 # (throttling, the service's own faults, timeouts) is worth a retry later.

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
-from .providers import safe_url
+from tokenvend_core.catalogue.providers import safe_url
 
 if TYPE_CHECKING:
     import requests

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .aws import aws_call
+from tokenvend_core.aws.clients import aws_call
 
 SQS_BATCH = 10  # SendMessageBatch takes at most ten messages
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .aws import aws_call
-from .errors import ProviderUnavailable, error_from_dict
-from .store import ConnectionState
-from .tokens import rfc3339
+from tokenvend_core.aws.clients import aws_call
+from tokenvend_core.aws.store import ConnectionState
+from tokenvend_core.errors import ProviderUnavailable, error_from_dict
+from tokenvend_core.tokens import rfc3339
 
 
 def outcome_to_wire(state: ConnectionState) -> dict[str, Any]:

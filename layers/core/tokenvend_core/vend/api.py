@@ -7,10 +7,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .errors import InvalidRequest, TokenVendError
-from .names import check_connection, check_provider, parse_min_ttl, parse_refresh_body
-from .observability import MetricUnit, dimension, emit, logger
-from .vend import Vendor
+from tokenvend_core.errors import InvalidRequest, TokenVendError
+from tokenvend_core.names import check_connection, check_provider, parse_min_ttl, parse_refresh_body
+from tokenvend_core.observability import MetricUnit, dimension, emit, logger
+from tokenvend_core.vend.vendor import Vendor
 
 GET_ROUTE = "/tokens/{provider}/{connection}"
 REFRESH_ROUTE = "/tokens/{provider}/{connection}/refresh"

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from .aws import aws_call
-from .errors import TokenVendError, error_from_dict
-from .tokens import Token, sha256_hex
+from tokenvend_core.aws.clients import aws_call
+from tokenvend_core.errors import TokenVendError, error_from_dict
+from tokenvend_core.tokens import Token, sha256_hex
 
 _CONDITION_NAMES = {
     "#lo": "lease_owner",

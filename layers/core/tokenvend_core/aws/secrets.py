@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .aws import aws_call, error_code
-from .errors import Internal
+from tokenvend_core.aws.clients import aws_call, error_code
+from tokenvend_core.errors import Internal
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .errors import Forbidden, ProviderUnavailable, RefreshFailed, TokenVendError
-from .need import Need
-from .observability import emit
-from .principals import is_allowed
-from .store import ConnectionState, TokenStore
-from .tokens import rfc3339
+from tokenvend_core.aws.store import ConnectionState, TokenStore
+from tokenvend_core.errors import Forbidden, ProviderUnavailable, RefreshFailed, TokenVendError
+from tokenvend_core.need import Need
+from tokenvend_core.observability import emit
+from tokenvend_core.principals import is_allowed
+from tokenvend_core.tokens import rfc3339
 
 MEMORY_ENTRIES = 10_000
 

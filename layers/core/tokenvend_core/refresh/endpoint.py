@@ -14,10 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import ProviderUnavailable
-from .providers import Failure, ProviderSpec, TokenRequest, interpret, safe_url
-from .tokens import Token
-from .xray_requests import send, traced
+from tokenvend_core.catalogue.providers import (
+    Failure,
+    ProviderSpec,
+    TokenRequest,
+    interpret,
+    safe_url,
+)
+from tokenvend_core.errors import ProviderUnavailable
+from tokenvend_core.refresh.xray_requests import send, traced
+from tokenvend_core.tokens import Token
 
 if TYPE_CHECKING:
     import requests

@@ -7,13 +7,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from .errors import InvalidRequest, TokenVendError
-from .invoker import outcome_to_wire
-from .names import SHA256_RE, check_connection, parse_min_ttl
-from .need import Need
-from .observability import logger
-from .refresh import Refresher
-from .tokens import rfc3339
+from tokenvend_core.errors import InvalidRequest, TokenVendError
+from tokenvend_core.names import SHA256_RE, check_connection, parse_min_ttl
+from tokenvend_core.need import Need
+from tokenvend_core.observability import logger
+from tokenvend_core.refresh.refresher import Refresher
+from tokenvend_core.tokens import rfc3339
+from tokenvend_core.vend.invoker import outcome_to_wire
 
 
 def is_scheduled(event: Any) -> bool:
