@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 SAM_VENV ?= .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 
-.PHONY: local test lint unit soak bench build validate security sam-local deploy clean
+.PHONY: local test lint unit soak bench template build validate security sam-local deploy clean
 
 $(STAMP): pyproject.toml layers/core/requirements.txt
 	python3 -m venv $(VENV)
@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml layers/core/requirements.txt
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+## template: write template.yaml from template.yaml.j2 and the provider catalogue
+## (layers/core/tokenvend_core/catalogue/providers.toml); the verbs below that read it do this first
+template: $(STAMP)
+	$(PY) -m tokenvend.catalogue_template
+
 ## local: run the whole stack on this machine (moto, the functions, the signed API, sandbox providers)
-local: $(STAMP)
+local: $(STAMP) template
 	$(VENV)/bin/tokenvend local $(ARGS)
 
 ## test: lint, type-check and run every test
@@ -45,10 +50,10 @@ $(SAM):
 	$(SAM_VENV)/bin/python -m pip install --quiet "aws-sam-cli>=1.120,<2"
 
 ## validate / build: what CI checks besides the tests
-validate: $(SAM)
+validate: $(SAM) template
 	$(SAM) validate --lint --region us-east-1
 
-build: $(SAM)
+build: $(SAM) template
 	$(SAM) build
 
 ## sam-local: the template's functions in SAM CLI's own emulation against tokenvend local
@@ -65,7 +70,7 @@ $(CHECKOV):
 	$(CHECKS_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(CHECKS_VENV)/bin/python -m pip install --quiet "checkov>=3,<4"
 
-security: $(STAMP) $(CHECKOV)
+security: $(STAMP) $(CHECKOV) template
 	$(VENV)/bin/bandit -q -c pyproject.toml -r layers functions src
 	BC_SKIP_MAPPING=TRUE $(CHECKOV) --skip-download --config-file .checkov.yaml -f template.yaml --compact --quiet
 

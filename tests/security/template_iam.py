@@ -10,34 +10,60 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from tokenvend_core import names
+
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
-PROVIDERS = ("aspose", "wps365", "azure", "dingtalk", "oauth2")
-FUNCTIONS = {
-    "vend": "VendFunction",
-    "aspose": "AsposeFunction",
-    "wps365": "Wps365Function",
-    "azure": "AzureFunction",
-    "dingtalk": "DingtalkFunction",
-    "oauth2": "Oauth2Function",
-}
+PROVIDERS = names.PROVIDERS
+# A catalogue with two more deployed providers than the committed one, one of each grant:
+# what the template makes for a provider is checked for an added one too.
+ADDED = """
+[acme]
+grant = "client_credentials"
+token_url = "https://auth.acme.example/oauth2/token"
+required = ["client_id", "client_secret"]
+
+[acme-users]
+grant = "authorization_code"
+token_url = "https://auth.acme.example/oauth2/token"
+required = ["client_id", "client_secret", "redirect_uri"]
+optional = ["refresh_token", "refresh_expires_at"]
+"""
+WITH_ADDED = (*PROVIDERS, "acme", "acme-users")
+
+
+def function_id(name: str) -> str:
+    """The logical ID of the vend function ("vend") or of a provider's function."""
+    from tokenvend.catalogue_template import logical_prefix
+
+    return f"{logical_prefix(name)}Function"
+
+
+FUNCTIONS = {name: function_id(name) for name in ("vend", *PROVIDERS)}
 
 
 @cache
-def _source() -> dict[str, Any]:
+def _source(added: bool = False) -> dict[str, Any]:
     from cfnlint.decode import decode_str
 
-    template, errors = decode_str((ROOT / "template.yaml").read_text())
+    if added:
+        from tokenvend.catalogue_template import catalogue_text, render
+
+        text = render(ROOT, catalogue_text(ROOT) + ADDED)
+    else:
+        text = (ROOT / "template.yaml").read_text()
+    template, errors = decode_str(text)
     assert not errors, errors
     return json.loads(json.dumps(template, default=str))
 
 
-def translate(**parameters: str) -> dict[str, Any]:
-    """The transformed template with Fn::If resolved for these parameter values."""
+def translate(*, added: bool = False, **parameters: str) -> dict[str, Any]:
+    """The transformed template (the committed one, or the one the catalogue with ADDED
+    makes) with Fn::If resolved for these parameter values."""
     from samtranslator.translator.transform import transform
 
-    template = copy.deepcopy(_source())
+    template = copy.deepcopy(_source(added))
     for resource in template["Resources"].values():
         props = resource.get("Properties", {})
         for key in ("CodeUri", "ContentUri"):
@@ -119,7 +145,7 @@ def deployed(template: dict[str, Any], stack_name: str, **parameters: str) -> An
 
 
 def role_of(template: dict[str, Any], function: str) -> dict[str, Any]:
-    props = template["Resources"][FUNCTIONS[function]]["Properties"]
+    props = template["Resources"][function_id(function)]["Properties"]
     role_id = props["Role"]["Fn::GetAtt"][0]
     role: dict[str, Any] = template["Resources"][role_id]["Properties"]
     return role

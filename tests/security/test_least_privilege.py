@@ -7,11 +7,12 @@ from typing import Any
 import pytest
 from template_iam import (
     ACCOUNT,
-    FUNCTIONS,
     PROVIDERS,
     REGION,
+    WITH_ADDED,
     actions,
     deployed,
+    function_id,
     resources,
     role_of,
     show,
@@ -38,16 +39,39 @@ def parameters(request: pytest.FixtureRequest) -> dict[str, str]:
     return {"KmsKeyArn": KMS_KEY} if request.param == "customer-key" else {}
 
 
+# The committed catalogue's template, and the one a catalogue with two more providers makes:
+# whatever the template gives a provider, an added one gets exactly the same.
+@pytest.fixture(scope="module", params=["committed", "with-added-providers"])
+def added(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param == "with-added-providers")
+
+
 @pytest.fixture(scope="module")
-def template(parameters: dict[str, str]) -> dict[str, Any]:
-    return translate(**parameters)
+def providers(added: bool) -> tuple[str, ...]:
+    return WITH_ADDED if added else PROVIDERS
+
+
+@pytest.fixture(scope="module")
+def functions(providers: tuple[str, ...]) -> tuple[str, ...]:
+    return ("vend", *providers)
+
+
+@pytest.fixture(scope="module")
+def authorizing(added: bool) -> set[str]:
+    """The providers whose grant is authorization_code: the ones that write secrets."""
+    return {"wps365", "acme-users"} if added else {"wps365"}
+
+
+@pytest.fixture(scope="module")
+def template(parameters: dict[str, str], added: bool) -> dict[str, Any]:
+    return translate(added=added, **parameters)
 
 
 def test_each_provider_reads_only_its_own_secrets(
-    template: dict[str, Any], parameters: dict[str, str]
+    template: dict[str, Any], parameters: dict[str, str], providers: tuple[str, ...]
 ) -> None:
     stack = deployed(template, "tokenvend", **parameters)
-    for provider in PROVIDERS:
+    for provider in providers:
         granted = []
         for statement in statements(template, provider):
             for action in actions(statement):
@@ -63,14 +87,17 @@ def test_each_provider_reads_only_its_own_secrets(
         assert set(SECRET_READS) <= set(granted), provider
 
 
-def test_only_wps365_writes_secrets_and_only_its_own(
-    template: dict[str, Any], parameters: dict[str, str]
+def test_only_authorizing_providers_write_secrets_and_only_their_own(
+    template: dict[str, Any],
+    parameters: dict[str, str],
+    functions: tuple[str, ...],
+    authorizing: set[str],
 ) -> None:
     writes = ("secretsmanager:PutSecretValue", "secretsmanager:UpdateSecret",
               "secretsmanager:CreateSecret", "secretsmanager:DeleteSecret",
               "secretsmanager:UpdateSecretVersionStage", "secretsmanager:*")  # fmt: skip
     stack = deployed(template, "tokenvend", **parameters)
-    for function in FUNCTIONS:
+    for function in functions:
         granted = [
             (action, stack.resolve(resource))
             for s in statements(template, function)
@@ -78,9 +105,9 @@ def test_only_wps365_writes_secrets_and_only_its_own(
             if action in writes
             for resource in resources(s)
         ]
-        if function == "wps365":
+        if function in authorizing:
             assert granted and all(a == "secretsmanager:PutSecretValue" for a, _ in granted)
-            assert all(r == own_secrets("tokenvend/", "wps365") for _, r in granted)
+            assert all(r == own_secrets("tokenvend/", function) for _, r in granted)
         else:
             assert granted == [], function
 
@@ -116,21 +143,23 @@ def test_secret_permissions_follow_the_stack_name_unless_a_prefix_is_given(
         assert len(scoped) >= 3, provider  # read, describe, and the key's condition
         assert set(scoped) == {own_secrets(prefix, provider)}, provider
     # and every function looks for connections under it, and the stack's output says it
-    for function in FUNCTIONS.values():
-        variables = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+    for function in ("vend", *PROVIDERS):
+        variables = template["Resources"][function_id(function)]["Properties"]["Environment"][
+            "Variables"
+        ]
         assert stack.resolve(variables["SECRETS_PREFIX"]) == prefix, function
     assert stack.resolve(template["Outputs"]["SecretsPrefix"]["Value"]) == prefix
 
 
 def test_vend_has_no_secret_access_and_invokes_only_provider_functions(
-    template: dict[str, Any],
+    template: dict[str, Any], providers: tuple[str, ...]
 ) -> None:
     vend = statements(template, "vend")
     assert not [a for s in vend for a in actions(s) if a.startswith("secretsmanager:")]
     invoke = [s for s in vend if any(a.startswith("lambda:") for a in actions(s))]
     assert [a for s in invoke for a in actions(s)] == ["lambda:InvokeFunction"]
     targets = sorted(r["Fn::GetAtt"][0] for s in invoke for r in resources(s))
-    assert targets == sorted(FUNCTIONS[p] for p in PROVIDERS)
+    assert targets == sorted(function_id(p) for p in providers)
     table = [s for s in vend if any(a.startswith("dynamodb:") for a in actions(s))]
     assert [a for s in table for a in actions(s)] == ["dynamodb:GetItem"]
     # And only the attributes a caller may be given.
@@ -141,8 +170,10 @@ def test_vend_has_no_secret_access_and_invokes_only_provider_functions(
     assert "pending_refresh_token" not in attributes
 
 
-def test_each_provider_writes_only_its_own_items_in_the_table(template: dict[str, Any]) -> None:
-    for provider in PROVIDERS:
+def test_each_provider_writes_only_its_own_items_in_the_table(
+    template: dict[str, Any], providers: tuple[str, ...]
+) -> None:
+    for provider in providers:
         table = [
             s
             for s in statements(template, provider)
@@ -154,8 +185,10 @@ def test_each_provider_writes_only_its_own_items_in_the_table(template: dict[str
             assert keys == [provider]
 
 
-def test_no_data_plane_action_has_a_wildcard_resource(template: dict[str, Any]) -> None:
-    for function in FUNCTIONS:
+def test_no_data_plane_action_has_a_wildcard_resource(
+    template: dict[str, Any], functions: tuple[str, ...]
+) -> None:
+    for function in functions:
         for statement in statements(template, function):
             data = [
                 a
@@ -173,8 +206,10 @@ def test_no_data_plane_action_has_a_wildcard_resource(template: dict[str, Any]) 
         assert managed <= TELEMETRY_MANAGED, (function, managed)
 
 
-def test_list_secrets_is_the_only_wildcard_and_reveals_no_values(template: dict[str, Any]) -> None:
-    for function in FUNCTIONS:
+def test_list_secrets_is_the_only_wildcard_and_reveals_no_values(
+    template: dict[str, Any], functions: tuple[str, ...]
+) -> None:
+    for function in functions:
         for statement in statements(template, function):
             if "*" in resources(statement):
                 assert actions(statement) == ["secretsmanager:ListSecrets"], function
@@ -197,18 +232,21 @@ def test_every_route_is_iam_signed_and_none_is_open() -> None:
         assert spec.get("security") == [{"AWS_IAM": []}], (path, method)
 
 
-def test_kms_permissions_exist_exactly_with_a_customer_key() -> None:
-    plain = translate()
-    keyed = translate(KmsKeyArn=KMS_KEY)
-    for function in FUNCTIONS:
+@pytest.mark.parametrize("added", [False, True], ids=["committed", "with-added-providers"])
+def test_kms_permissions_exist_exactly_with_a_customer_key(added: bool) -> None:
+    plain = translate(added=added)
+    keyed = translate(added=added, KmsKeyArn=KMS_KEY)
+    functions = ("vend", *(WITH_ADDED if added else PROVIDERS))
+    for function in functions:
         assert not [
             a for s in statements(plain, function) for a in actions(s) if a.startswith("kms:")
         ]
     expected = {
         "vend": {"kms:Decrypt", "kms:DescribeKey"},
         "wps365": {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"},
+        "acme-users": {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"},
     }
-    for function in FUNCTIONS:
+    for function in functions:
         kms = [
             s for s in statements(keyed, function) if any(a.startswith("kms:") for a in actions(s))
         ]
@@ -227,7 +265,9 @@ def test_kms_permissions_exist_exactly_with_a_customer_key() -> None:
         else:
             (statement,) = via_secrets
             assert set(actions(statement)) == (
-                {"kms:Decrypt", "kms:GenerateDataKey"} if function == "wps365" else {"kms:Decrypt"}
+                {"kms:Decrypt", "kms:GenerateDataKey"}
+                if function in ("wps365", "acme-users")
+                else {"kms:Decrypt"}
             )
             resolved = deployed(keyed, "tokenvend", KmsKeyArn=KMS_KEY).resolve(
                 statement["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"]

@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
+from importlib import resources
 from typing import Any
 
 from tokenvend_core.errors import InvalidRequest, UnknownProvider
 
-PROVIDERS = ("aspose", "wps365", "azure", "dingtalk", "oauth2")
+
+def is_deployed(entry: dict[str, Any]) -> bool:
+    """Whether a catalogue entry is deployed: `deploy` true, or not given."""
+    return entry.get("deploy", True) is not False
+
+
+def deployed_providers(text: str | None = None) -> tuple[str, ...]:
+    """The providers the catalogue deploys (catalogue/providers.toml, or `text`), in its
+    order: the names the API accepts and the template's provider functions (template.yaml
+    is generated from the same catalogue)."""
+    if text is None:
+        text = resources.files("tokenvend_core.catalogue").joinpath("providers.toml").read_text()
+    return tuple(name for name, entry in tomllib.loads(text).items() if is_deployed(entry))
+
+
+PROVIDERS = deployed_providers()
 CONNECTION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PROVIDER_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")

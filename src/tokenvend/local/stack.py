@@ -112,6 +112,7 @@ class LocalStack:
     def start(self) -> None:
         options, stack = self.options, self.stack
         _route_warnings()
+        self._check_catalogue()
         self.functions = functions_of(stack, self.template_path.parent)
         routes, api = routes_of(stack, self.functions)
         schedules = schedules_of(stack, self.functions, options.refresh_every)
@@ -293,6 +294,27 @@ class LocalStack:
             if prefix:
                 return prefix
         return f"{self.options.stack}/"
+
+    def _check_catalogue(self) -> None:
+        """A checkout's template.yaml must be the one its catalogue makes (a provider added to
+        providers.toml needs `make template`), and the functions must run the same catalogue."""
+        from tokenvend_core.names import PROVIDERS, deployed_providers
+
+        from ..catalogue_template import SOURCE, catalogue_text, render
+
+        root = self.template_path.parent
+        if not (root / SOURCE).is_file():
+            return  # a template of the user's own: nothing to compare it with
+        if render(root) != self.template_path.read_text("utf-8"):
+            raise StartError(
+                f"{self.template_path} is out of step with the provider catalogue: "
+                "run `make template`"
+            )
+        if deployed_providers(catalogue_text(root)) != PROVIDERS:
+            raise StartError(
+                f"the functions' provider catalogue is not the one of {root}: install this "
+                "checkout (`pip install -e .`) or put its layers/core first on PYTHONPATH"
+            )
 
     def provider_functions(self) -> dict[str, str]:
         """provider -> function name, for the functions whose environment names a PROVIDER."""
