@@ -1,11 +1,15 @@
-"""template.yaml from template.yaml.j2 and the provider catalogue: each provider the
-catalogue deploys gets its function, log group, fan-out queue and mapping, its place in the
-vend function's permissions, the alarms, the dashboard and the outputs. The template is
-committed as it is generated, so that SAM CLI, cfn-lint, checkov and the tests read plain
-CloudFormation; tests/unit/test_catalogue_template.py keeps the two in step.
+"""What follows from the provider catalogue besides the code that reads it:
 
-    python -m tokenvend.catalogue_template          # write template.yaml (make template)
-    python -m tokenvend.catalogue_template --check  # exit 1 if it is out of step
+- template.yaml, from template.yaml.j2: each provider the catalogue deploys gets its
+  function, log group, fan-out queue and mapping, its place in the vend function's
+  permissions, the alarms, the dashboard and the outputs. The template is committed as it is
+  generated, so that SAM CLI, cfn-lint, checkov and the tests read plain CloudFormation;
+- the README's table of providers, between its two `providers` markers.
+
+tests/unit/test_template_generated.py keeps both in step with the catalogue.
+
+    python -m tokenvend.catalogue_template          # write them (make template)
+    python -m tokenvend.catalogue_template --check  # exit 1 if either is out of step
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from .template import ROOT
 
 SOURCE = "template.yaml.j2"
 TARGET = "template.yaml"
+README = "README.md"
+TABLE_START = "<!-- providers: written by `make template` from the catalogue -->\n"
+TABLE_END = "<!-- /providers -->\n"
 # A CloudWatch metric math alarm takes at most ten metrics; the function alarms hold the
 # vend function's and one per deployed provider.
 MAX_DEPLOYED = 9
@@ -100,11 +107,43 @@ def render(root: Path = ROOT, catalogue: str | None = None) -> str:
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
     )
-    providers = deployed(tomllib.loads(catalogue if catalogue is not None else catalogue_text(root)))
+    providers = deployed(
+        tomllib.loads(catalogue if catalogue is not None else catalogue_text(root))
+    )
     body = environment.get_template(SOURCE).render(
         providers=providers, authorizing=[p for p in providers if p.authorizes]
     )
     return HEADER + body
+
+
+def provider_table(catalogue: dict[str, Any]) -> str:
+    """The README's table: every catalogue entry, deployed or not."""
+    rows = [
+        "| provider | for | grant | client authentication | token URL | deployed |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, entry in catalogue.items():
+        title = str(entry.get("title") or name)
+        if entry.get("docs"):
+            title = f"[{title}]({entry['docs']})"
+        url = (
+            f"`{entry['token_url']}`" if entry.get("token_url") else "the connection's `token_url`"
+        )
+        auth = str(entry.get("client_auth") or "client_secret_post")
+        rows.append(
+            f"| `{name}` | {title} | {entry.get('grant', '')} | {auth} | {url} | "
+            f"{'yes' if is_deployed(entry) else 'no'} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def readme_with_table(readme: str, catalogue: dict[str, Any]) -> str:
+    """`readme` with the text between its providers markers made anew."""
+    start, end = readme.find(TABLE_START), readme.find(TABLE_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{README} lacks the providers markers: {TABLE_START.strip()}")
+    head = readme[: start + len(TABLE_START)]
+    return head + provider_table(catalogue) + readme[end:]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,22 +151,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout (default: this one)")
     parser.add_argument("--check", action="store_true", help="exit 1 if template.yaml is stale")
     args = parser.parse_args(argv)
+    readme_path = args.root / README
     try:
-        text = render(args.root)
+        made = {
+            args.root / TARGET: render(args.root),
+            readme_path: readme_with_table(
+                readme_path.read_text("utf-8"), tomllib.loads(catalogue_text(args.root))
+            ),
+        }
     except ValueError as error:
         print(f"tokenvend: {error}", file=sys.stderr)
         return 2
-    target = args.root / TARGET
+    stale = [path for path, text in made.items() if path.read_text("utf-8") != text]
     if args.check:
-        if target.read_text("utf-8") != text:
+        for path in stale:
             print(
-                "tokenvend: template.yaml is out of step with template.yaml.j2 and the "
-                "catalogue: run `make template`",
+                f"tokenvend: {path.name} is out of step with the provider catalogue: "
+                "run `make template`",
                 file=sys.stderr,
             )
-            return 1
-        return 0
-    target.write_text(text, "utf-8")
+        return 1 if stale else 0
+    for path in stale:
+        path.write_text(made[path], "utf-8")
     return 0
 
 

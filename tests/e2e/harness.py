@@ -25,8 +25,11 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from tokenvend_core.names import PROVIDERS
+
+__all__ = ["PROVIDERS", "LocalProcess"]
+
 ROOT = Path(__file__).resolve().parents[2]
-PROVIDERS = ("aspose", "wps365", "azure", "dingtalk", "oauth2")
 READY_TIMEOUT = 45  # seconds: three stacks start at once on a small CI machine
 STOP_TIMEOUT = 15
 PORTS = ["--api-port", "0", "--lambda-port", "0", "--aws-port", "0", "--sandbox-port", "0"]
@@ -54,12 +57,14 @@ def clean_environment(**extra: str) -> dict[str, str]:
 class LocalProcess:
     """One `tokenvend local` subprocess; its stdout and stderr read as they come."""
 
-    def __init__(self, command: list[str]) -> None:
+    def __init__(
+        self, command: list[str], *, cwd: Path = ROOT, env: dict[str, str] | None = None
+    ) -> None:
         self.command = command
         self.process = subprocess.Popen(
             command,
-            cwd=ROOT,
-            env=clean_environment(),
+            cwd=cwd,
+            env=clean_environment(**(env or {})),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tokenvend.catalogue_template import MAX_DEPLOYED, catalogue_text, main, render
+from tokenvend.catalogue_template import (
+    MAX_DEPLOYED,
+    catalogue_text,
+    main,
+    readme_with_table,
+    render,
+)
 from tokenvend.template import ROOT, load_template
 from tokenvend_core.errors import UnknownProvider
 from tokenvend_core.names import PROVIDERS, check_provider, deployed_providers
@@ -103,6 +109,7 @@ def test_check_says_when_the_template_is_stale(
     catalogue.write_text(catalogue_text(ROOT) + ENTRY)
     (tmp_path / "template.yaml.j2").write_text((ROOT / "template.yaml.j2").read_text())
     (tmp_path / "template.yaml").write_text((ROOT / "template.yaml").read_text())
+    (tmp_path / "README.md").write_text((ROOT / "README.md").read_text())
 
     # When checked, it is stale; once written, it is not
     assert main(["--root", str(tmp_path), "--check"]) == 1
@@ -110,3 +117,14 @@ def test_check_says_when_the_template_is_stale(
     assert main(["--root", str(tmp_path)]) == 0
     assert main(["--root", str(tmp_path), "--check"]) == 0
     assert "AcmeFunction:" in (tmp_path / "template.yaml").read_text()
+    assert "| `acme` | Acme | client_credentials |" in (tmp_path / "README.md").read_text()
+
+
+def test_the_readme_table_is_the_one_the_catalogue_makes() -> None:
+    import tomllib
+
+    catalogue = tomllib.loads(catalogue_text(ROOT))
+    readme = (ROOT / "README.md").read_text("utf-8")
+    assert readme == readme_with_table(readme, catalogue), "run `make template`"
+    for name in catalogue:
+        assert f"| `{name}` |" in readme
