@@ -18,6 +18,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from tokenvend.local import functions
+
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = ROOT / "functions"
 LAYER = ROOT / "layers" / "core"
@@ -119,19 +121,12 @@ def load_function(folder: str, name: str | None = None) -> Any:
     return module
 
 
-class LambdaContext:
-    def __init__(self, name: str, timeout_ms: int = 20_000) -> None:
-        self.function_name = name
-        self.function_version = "$LATEST"
-        self.memory_limit_in_mb = 512
-        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
-        self.aws_request_id = str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{name}"
-        self.log_stream_name = "bench"
-        self._timeout_ms = timeout_ms
+class LambdaContext(functions.LambdaContext):
+    """The local stack's Lambda context with its clock stopped: a benchmark's calls all see
+    the time left it gave."""
 
-    def get_remaining_time_in_millis(self) -> int:
-        return self._timeout_ms
+    def __init__(self, name: str, timeout_ms: int = 20_000) -> None:
+        super().__init__(name, timeout_ms, log_stream_name="bench", clock=functions.stopped)
 
 
 def api_event(provider: str, connection: str, min_ttl: int | None = None) -> dict[str, Any]:

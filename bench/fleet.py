@@ -1,8 +1,8 @@
 """4. Refresh at scale: one scheduled run of a provider function over a large fleet.
 
 The provider function's module (functions/provider/app.py, its Powertools decorators on)
-handles the sample scheduled event with a Refresher wired as `runtime.build_refresher` wires
-it, except for AWS: the token table and Secrets Manager are the in-memory fakes of
+handles the sample scheduled event with a Refresher wired as `refresh.runtime.build_refresher`
+wires it, except for AWS: the token table and Secrets Manager are the in-memory fakes of
 `bench.fakes`, 5 ms per call, because moto's own speed is not what is measured. The token
 endpoint is `bench.tokenserver` in a process of its own, answering every request after
 100 ms. The remaining time the run sees follows the wall clock from the function's 60 s
@@ -33,6 +33,7 @@ import urllib.request
 from typing import Any, cast
 
 from bench.common import EVENTS, LAMBDA_VCPU_AT_512MB, ROOT, TABLE
+from tokenvend.local.functions import LambdaContext
 
 TIMEOUT_S = 60  # the provider functions' Timeout in template.yaml
 CHILD_TIMEOUT_S = 150
@@ -50,22 +51,14 @@ SCENARIOS: list[tuple[int, int, str]] = [  # connections, SCHEDULE_CONCURRENCY, 
 ]
 
 
-class _WallClockContext:
+def _wall_clock_context() -> LambdaContext:
     """A Lambda context whose remaining time runs down with the wall clock."""
-
-    function_name = "tokenvend-oauth2"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:tokenvend-oauth2"
-    aws_request_id = "bench-schedule"
-    log_group_name = "/aws/lambda/tokenvend-oauth2"
-    log_stream_name = "bench"
-
-    def __init__(self, timeout_ms: int) -> None:
-        self._until = time.monotonic() + timeout_ms / 1000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self._until - time.monotonic()) * 1000)
+    return LambdaContext(
+        "tokenvend-oauth2",
+        TIMEOUT_S * 1000,
+        request_id="bench-schedule",
+        log_stream_name="bench",
+    )
 
 
 class _Counter(logging.Handler):
@@ -104,7 +97,8 @@ def child(connections: int, concurrency: int, url: str, variant: str) -> dict[st
     from requests.adapters import HTTPAdapter
 
     from bench.fakes import FakeFanout, FakeSecretStore, FakeTokenStore
-    from tokenvend_core.catalogue.providers import spec_for
+    from tokenvend_core.catalogue.spec import spec_for
+    from tokenvend_core.refresh import schedule
     from tokenvend_core.refresh.endpoint import TokenEndpoint
     from tokenvend_core.refresh.refresher import Refresher
     from tokenvend_core.settings import Settings
@@ -161,7 +155,7 @@ def child(connections: int, concurrency: int, url: str, variant: str) -> dict[st
         fanout=fanout,
     )
     refresh_phase: dict[str, float] = {}
-    run_bounded = refresher._run_bounded
+    run_bounded = schedule.run_bounded
 
     def timed(*args: Any, **kwargs: Any) -> None:
         started = time.perf_counter()
@@ -170,7 +164,7 @@ def child(connections: int, concurrency: int, url: str, variant: str) -> dict[st
         finally:
             refresh_phase.setdefault("seconds", time.perf_counter() - started)
 
-    refresher._run_bounded = timed  # type: ignore[method-assign]
+    schedule.run_bounded = timed  # each scenario runs in a process of its own
     module = load_function("provider")
     module._refresher = refresher
     discarded = _Counter()
@@ -184,7 +178,7 @@ def child(connections: int, concurrency: int, url: str, variant: str) -> dict[st
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     with powertools_to_sink():
         started = time.perf_counter()
-        answer = module.lambda_handler(event, _WallClockContext(TIMEOUT_S * 1000))
+        answer = module.lambda_handler(event, _wall_clock_context())
         seconds = time.perf_counter() - started
     cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     _, peak = _memory_kb()
@@ -207,7 +201,7 @@ def child(connections: int, concurrency: int, url: str, variant: str) -> dict[st
         before = _server_calls(url)
         with powertools_to_sink():
             started = time.perf_counter()
-            failures = module.lambda_handler(queued, _WallClockContext(TIMEOUT_S * 1000))
+            failures = module.lambda_handler(queued, _wall_clock_context())
             batch_seconds = time.perf_counter() - started
         batch = {
             "messages_queued": len(fanout.bodies),

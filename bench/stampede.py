@@ -74,7 +74,7 @@ class Container:
     def __init__(self, index: int, settings: Any) -> None:
         from tokenvend_core.aws.secrets import SecretStore
         from tokenvend_core.aws.store import TokenStore
-        from tokenvend_core.catalogue.providers import spec_for
+        from tokenvend_core.catalogue.spec import spec_for
         from tokenvend_core.refresh.endpoint import TokenEndpoint
         from tokenvend_core.refresh.refresher import Refresher
         from tokenvend_core.vend.invoker import LambdaInvoker

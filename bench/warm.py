@@ -98,9 +98,9 @@ def run() -> dict[str, Any]:
     import boto3
     from moto import mock_aws
 
-    from tokenvend_core.runtime import build_vendor
     from tokenvend_core.settings import Settings
     from tokenvend_core.vend import api
+    from tokenvend_core.vend.runtime import build_vendor
 
     provider, connection = "dingtalk", "demo"
     event = api_event(provider, connection)

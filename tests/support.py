@@ -17,11 +17,12 @@ from urllib.parse import quote, quote_plus
 import boto3
 from botocore.exceptions import ClientError
 
+from tokenvend.local import functions
 from tokenvend.sandbox import Sandbox
 from tokenvend.template import load_template, table_definition
 from tokenvend_core.aws.secrets import SecretStore
 from tokenvend_core.aws.store import TokenStore
-from tokenvend_core.catalogue.providers import spec_for
+from tokenvend_core.catalogue.spec import spec_for
 from tokenvend_core.refresh.endpoint import RetryPolicy, TokenEndpoint
 from tokenvend_core.refresh.refresher import Refresher
 from tokenvend_core.settings import Settings
@@ -98,19 +99,12 @@ def api_event(
     return data
 
 
-class LambdaContext:
-    def __init__(self, name: str, timeout_ms: int = 60_000) -> None:
-        self.function_name = name
-        self.function_version = "$LATEST"
-        self.memory_limit_in_mb = 512
-        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
-        self.aws_request_id = str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{name}"
-        self.log_stream_name = "test"
-        self._remaining = timeout_ms
+class LambdaContext(functions.LambdaContext):
+    """The local stack's Lambda context with its clock stopped: the time left stays what the
+    test gave, however long the machine takes."""
 
-    def get_remaining_time_in_millis(self) -> int:
-        return self._remaining
+    def __init__(self, name: str, timeout_ms: int = 60_000) -> None:
+        super().__init__(name, timeout_ms, log_stream_name="test", clock=functions.stopped)
 
 
 def load_function(folder: str, name: str) -> ModuleType:

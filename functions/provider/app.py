@@ -9,7 +9,7 @@ from typing import Any
 from tokenvend_core.observability import dimension, logger, metrics, tracer
 from tokenvend_core.refresh import events
 from tokenvend_core.refresh.refresher import Refresher
-from tokenvend_core.runtime import build_refresher
+from tokenvend_core.refresh.runtime import build_refresher
 from tokenvend_core.settings import Settings
 
 _refresher: Refresher | None = None

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from tokenvend_core.observability import logger, metrics, tracer
-from tokenvend_core.runtime import build_vendor
 from tokenvend_core.settings import Settings
 from tokenvend_core.vend import api
+from tokenvend_core.vend.runtime import build_vendor
 from tokenvend_core.vend.vendor import Vendor
 
 _vendor: Vendor | None = None

@@ -16,12 +16,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
-from tokenvend_core.catalogue.providers import spec_for, validate_secret
+from tokenvend_core.catalogue.spec import spec_for, validate_secret
 from tokenvend_core.errors import TokenVendError as CoreError
 from tokenvend_core.names import PROVIDERS, check_connection, check_provider, parse_min_ttl
 from tokenvend_core.tokens import rfc3339
 
-from .client import DEFAULT_STACK, TokenClient, TokenVendError, stack_outputs
+from .client import DEFAULT_STACK, TokenClient, TokenVendError, aws_session, stack_outputs
 
 OK, FAILED, BAD_INPUT = 0, 1, 2
 SECRET_MAX_BYTES = 65536  # Secrets Manager's limit on a secret string
@@ -92,11 +92,7 @@ class Target:
 
     def session(self) -> Any:
         if self._session is None:
-            import boto3
-
-            # AWS_REGION first, as the AWS CLI and Lambda read it; else boto3's own chain.
-            region = self.env.get("AWS_REGION") or None
-            self._session = boto3.session.Session(region_name=region)
+            self._session = aws_session(self.env)
         return self._session
 
     @staticmethod

@@ -41,7 +41,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -116,6 +116,15 @@ class TokenVendError(Exception):
 
     def copy(self) -> TokenVendError:
         return TokenVendError(self.status, self.code, self.message, self.retry_after)
+
+
+def aws_session(env: Mapping[str, str] | None = None) -> boto3.Session:
+    """A boto3 Session in the region the AWS CLI and Lambda would use: AWS_REGION first, else
+    boto3's own chain (AWS_DEFAULT_REGION, the profile's). `env`: default os.environ."""
+    import boto3
+
+    region = (os.environ if env is None else env).get("AWS_REGION") or None
+    return boto3.session.Session(region_name=region)
 
 
 def stack_outputs(session: Any, stack: str, config: Any = None) -> dict[str, str]:
@@ -353,11 +362,7 @@ class TokenClient:
 
     def _boto_session(self) -> Any:
         if self._session is None:
-            import boto3
-
-            # AWS_REGION first, as the AWS CLI and Lambda read it; else boto3's own chain.
-            region = os.environ.get("AWS_REGION") or None
-            self._session = boto3.session.Session(region_name=region)
+            self._session = aws_session()
         return self._session
 
     def api_url(self) -> str:

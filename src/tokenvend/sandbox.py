@@ -1,8 +1,34 @@
-"""Sandbox token endpoints for every provider, served over real HTTP on loopback.
+"""Sandbox token endpoints for every provider of the catalogue, over real HTTP on loopback.
 
-`Sandbox` speaks the five protocols of the provider notes, providers.md (aspose, wps365, azure,
-dingtalk, oauth2) closely enough that a client which works against it has met every shape
-the real servers are known to answer with: their success bodies, their error bodies and
+`Sandbox` serves one token endpoint per entry of the provider catalogue
+(``tokenvend_core/catalogue/providers.toml``, or any catalogue file or dict given to it),
+speaking that entry's dialect from its data alone: where the client's credentials are
+expected (``client_auth``), where the grant's parameters go (``request_format``), the
+names the credentials take on the wire (``credential_names``), the extra parameters
+(``params``), the grant (client credentials, or an authorization code redeemed once and
+then refresh tokens that rotate), where the answer puts the token and its lifetime
+(``token_field``, ``expires_field``, ``expires_kind``), ``passthrough`` fields, and the
+entry's error shape (``error_name``, ``error_code``, ``error_message``). A client that works
+against it has met the dialect its catalogue entry declares.
+
+The sandbox is the server side: it reads the catalogue raw (``tomllib``) and implements
+each dialect itself, never with the catalogue's own request/answer code, so that tests of
+that code do not check it against itself.
+
+Choices the data leaves open: a generic endpoint accepts only the client authentication
+its entry names (the strictest server), so credentials in the wrong place fail;
+``private_key_jwt`` clients register a public key (PEM or JWK) and their assertions are
+verified with ``joserfc`` (signature, iss = sub = client, aud = the token URL as sent or
+``assertion_audience``, exp in the future and within an hour, jti used once);
+``tls_client_auth`` cannot be served over plain HTTP: such an endpoint answers
+``invalid_client`` saying so. An ``absolute`` lifetime is epoch seconds, or RFC 3339 text
+when the field's name reads as a date-time (``Dialect.absolute_as_text``). A token URL's
+``{field}`` in the host is dropped (the sandbox has one host); one in the path is a path
+segment that scopes registered clients.
+
+The five seed providers of the provider notes, providers.md (aspose, wps365, azure,
+dingtalk, oauth2), keep the quirks their data cannot say (see `_QUIRKS`, `_SEED_ROUTES`,
+and the azure and dingtalk handlers): their success bodies, their error bodies and
 statuses, WPS's rotating refresh tokens and single-use codes, DingTalk's re-issue of a
 still-valid token. Two audiences use it:
 
@@ -14,14 +40,17 @@ still-valid token. Two audiences use it:
 
 Out-of-process users (the local stack, end-to-end tests) drive it through a small control
 surface under ``/_sandbox/`` (see `_Handler._control`), or run it alone with
-``python -m tokenvend.sandbox --port N``.
+``python -m tokenvend.sandbox --port N [--catalogue FILE]``.
 
-Only the standard library is used: the module ships with the ``tokenvend`` package and must
-import fast. Nothing is ever logged: not the access log, not a token, not a secret.
+Besides the standard library, only ``joserfc`` is used, and only when a ``private_key_jwt``
+client is registered or asserts itself (imported then): the module ships with the
+``tokenvend`` package and must import fast. Nothing is ever logged: not the access log, not a
+token, not a secret.
 
 Where the real protocol is UNCONFIRMED the sandbox picks one plausible variant and says so
-in the provider's handler; the numeric WPS error codes other than 40000001 are the
-sandbox's own invention (clients must branch on ``msg``, never on ``code``).
+in the provider's handler; the numeric error codes (WPS's other than 40000001, and those of
+any entry with an ``error_code``) are the sandbox's own invention (clients must branch on
+the error name, never on the number).
 """
 
 from __future__ import annotations
@@ -33,6 +62,7 @@ import contextlib
 import hmac
 import html
 import json
+import os
 import re
 import secrets
 import signal
@@ -40,6 +70,7 @@ import socket
 import sys
 import threading
 import time
+import tomllib
 import traceback
 import uuid
 from collections import deque
@@ -48,39 +79,43 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from types import TracebackType
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Literal, cast
 from urllib.parse import parse_qsl, quote, unquote, unquote_plus, urlencode, urlsplit, urlunsplit
 
-__all__ = ["PROVIDERS", "Fault", "IssuedToken", "Recorded", "Sandbox", "main"]
+__all__ = [
+    "PROVIDERS",
+    "Dialect",
+    "Fault",
+    "IssuedToken",
+    "Recorded",
+    "Sandbox",
+    "load_catalogue",
+    "main",
+]
 
-PROVIDERS: tuple[str, ...] = ("aspose", "wps365", "azure", "dingtalk", "oauth2")
-
-#: What `Sandbox.register` accepts besides ``client_id`` and ``client_secret``.
-_ATTRS: dict[str, frozenset[str]] = {
-    "aspose": frozenset({"lifetime"}),
-    "wps365": frozenset({"lifetime", "redirect_uri"}),
-    "azure": frozenset({"lifetime", "tenant_id", "scope"}),
-    "dingtalk": frozenset({"lifetime", "corp_id"}),
-    "oauth2": frozenset({"lifetime", "scope", "audience"}),
-}
-
-WPS_GRANT_LIFETIME = 2_592_000  # 30 days: the refresh grant, counted from the code's redemption
-WPS_CODE_LIFETIME = 600  # an authorization code is good for 10 minutes
+GRANT_LIFETIME = 2_592_000  # 30 days: a refresh grant, counted from the code's redemption
+CODE_LIFETIME = 600  # an authorization code is good for 10 minutes
+WPS_GRANT_LIFETIME, WPS_CODE_LIFETIME = GRANT_LIFETIME, CODE_LIFETIME  # their first user
 _MAX_BODY = 1 << 20
 _MAX_RECORDED = 1000  # per provider: `tokenvend local` runs for hours
+_MAX_ASSERTION_LIFETIME = 3600  # a client assertion that claims to live longer is refused
 _JSON = "application/json; charset=utf-8"
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 #: What `Fault.echo_request` can repeat of a request, in its default order.
 ECHO_PARTS = ("request", "authorization", "body", "decoded")
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
-# WPS 365 error codes: 40000001 is documented for invalid_request; the others are invented.
-_WPS_CODES = {
+# The numbers an entry with an `error_code` answers with (WPS 365's, whose 40000001 is
+# documented for invalid_request; the others are invented).
+_ERROR_CODES = {
     "invalid_request": 40000001,
     "invalid_client": 40000002,
     "invalid_grant": 40000003,
     "unsupported_grant_type": 40000004,
     "unauthorized_client": 40000005,
+    "invalid_scope": 40000006,
 }
 
 _AADSTS_MESSAGES = {
@@ -124,6 +159,215 @@ _DINGTALK_MESSAGES = {
     "unknownError": "未知错误",
     "server.error": "服务器错误",
 }
+
+
+# ------------------------------------------------------------------------------ catalogue
+
+CATALOGUE_PACKAGE = "tokenvend_core.catalogue"
+CATALOGUE_FILE = "providers.toml"
+GRANTS = ("client_credentials", "authorization_code")
+CLIENT_AUTHS = (
+    "client_secret_basic",
+    "client_secret_post",
+    "client_secret_query",
+    "private_key_jwt",
+    "tls_client_auth",
+)
+#: Legacy `client_auth` values: each names a method and the request format it implies.
+LEGACY_CLIENT_AUTHS = {
+    "query": ("client_secret_query", "query"),
+    "json": ("client_secret_post", "json"),
+}
+REQUEST_FORMATS = ("form", "json", "query")
+EXPIRES_KINDS = ("seconds", "milliseconds", "absolute")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_URL_FIELD = re.compile(r"\{([A-Za-z0-9_]+)\}")
+#: Leaf names of an `absolute` lifetime field that read as a date-time: answered in RFC 3339.
+_DATE_TIME_WORDS = ("date", "time")
+
+CatalogueSource = str | os.PathLike[str] | Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What one catalogue entry says its token endpoint speaks, with the format's defaults
+    (catalogue-format.md) filled in.
+
+    ``path`` is the token URL's path as the sandbox serves it below ``/<name>``: the entry's
+    ``token_url`` without its scheme and host (and without a leading ``{base}`` field such
+    as Azure's ``{authority_host}``), ``/token`` when the entry has none. Its ``{field}``
+    segments are `url_fields`: a client registered with values for them exists only there.
+    """
+
+    name: str
+    grant: str
+    client_auth: str
+    request_format: str
+    path: str
+    query: str = ""
+    base_field: str | None = None
+    url_fields: tuple[str, ...] = ()
+    url_client_auth: Mapping[str, str] = field(default_factory=dict)
+    client_id_name: str = "client_id"
+    client_secret_name: str = "client_secret"  # noqa: S105  # nosec B105: a field name
+    params: tuple[str, ...] = ()
+    token_field: str = "access_token"  # noqa: S105  # nosec B105: a field name
+    expires_field: str = "expires_in"
+    expires_kind: str = "seconds"
+    passthrough: tuple[str, ...] = ()
+    error_name: str = "error"
+    error_code: str | None = None
+    error_message: str = "error_description"
+    assertion_alg: str = "RS256"
+    assertion_audience: str = "token_url"
+    deploy: bool = True
+    required: tuple[str, ...] = ()
+    # A client-credentials grant under the server's own name; "" when it takes none.
+    grant_type: str = "client_credentials"
+
+    @classmethod
+    def from_entry(cls, name: str, entry: Mapping[str, Any]) -> Dialect:
+        """The dialect of one catalogue table; ValueError says what is wrong with it."""
+
+        def text(key: str, default: str, allowed: Sequence[str] = ()) -> str:
+            value = entry.get(key, default)
+            if not isinstance(value, str) or not value or (allowed and value not in allowed):
+                hint = f" (one of {', '.join(allowed)})" if allowed else ""
+                raise ValueError(f"provider {name!r}: {key} must be a non-empty string{hint}")
+            return value
+
+        def texts(key: str) -> tuple[str, ...]:
+            value = entry.get(key, [])
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise ValueError(f"provider {name!r}: {key} must be a list of strings")
+            return tuple(value)
+
+        def table(key: str) -> dict[str, str]:
+            value = entry.get(key, {})
+            if not isinstance(value, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            ):
+                raise ValueError(f"provider {name!r}: {key} must be a table of strings")
+            return dict(value)
+
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"provider {name!r}: an entry is a table")
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"provider name {name!r} does not match {_NAME.pattern}")
+        auth_names = (*CLIENT_AUTHS, *LEGACY_CLIENT_AUTHS)
+        client_auth, request_format = _auth_and_format(
+            text("client_auth", "client_secret_post", auth_names),
+            text("request_format", "form", REQUEST_FORMATS) if "request_format" in entry else None,
+        )
+        url_client_auth = table("url_client_auth")
+        for ending, auth in url_client_auth.items():
+            if auth not in auth_names:
+                raise ValueError(f"provider {name!r}: url_client_auth {ending!r}: {auth!r}")
+        names = table("credential_names")
+        unknown = set(names) - {"client_id", "client_secret"}
+        if unknown:
+            raise ValueError(f"provider {name!r}: credential_names of {sorted(unknown)}")
+        token_url = entry.get("token_url")
+        if token_url is not None and (not isinstance(token_url, str) or not token_url):
+            raise ValueError(f"provider {name!r}: token_url must be a string")
+        path, query, base_field = _route_path(token_url)
+        error_message = texts("error_message") or ("error_description",)
+        deploy = entry.get("deploy", True)
+        if not isinstance(deploy, bool):
+            raise ValueError(f"provider {name!r}: deploy must be true or false")
+        error_code = entry.get("error_code")
+        grant_type = entry.get("grant_type", "client_credentials")
+        if not isinstance(grant_type, str):
+            raise ValueError(f"provider {name!r}: grant_type must be a string")
+        return cls(
+            name=name,
+            grant_type=grant_type,
+            grant=text("grant", "", GRANTS),
+            client_auth=client_auth,
+            request_format=request_format,
+            path=path,
+            query=query,
+            base_field=base_field,
+            url_fields=tuple(_URL_FIELD.findall(path)),
+            url_client_auth=url_client_auth,
+            client_id_name=names.get("client_id", "client_id"),
+            client_secret_name=names.get("client_secret", "client_secret"),
+            params=texts("params"),
+            token_field=text("token_field", "access_token"),
+            expires_field=text("expires_field", "expires_in"),
+            expires_kind=text("expires_kind", "seconds", EXPIRES_KINDS),
+            passthrough=texts("passthrough"),
+            error_name=text("error_name", "error"),
+            error_code=text("error_code", "") if error_code is not None else None,
+            error_message=error_message[0],
+            assertion_alg=text("assertion_alg", "RS256"),
+            assertion_audience=text("assertion_audience", "token_url"),
+            deploy=deploy,
+            required=texts("required"),
+        )
+
+    def auth_for(self, path: str) -> tuple[str, str]:
+        """(client_auth, request_format) at a token URL whose path is ``path``: the entry's,
+        unless ``url_client_auth`` names one for a path ending so."""
+        for ending, auth in self.url_client_auth.items():
+            if path.endswith(ending):
+                return _auth_and_format(
+                    auth, None if auth in LEGACY_CLIENT_AUTHS else self.request_format
+                )
+        return self.client_auth, self.request_format
+
+    @property
+    def client_auths(self) -> frozenset[str]:
+        """Every client authentication some token URL of this entry expects."""
+        return frozenset({self.client_auth, *(self.auth_for(e)[0] for e in self.url_client_auth)})
+
+    @property
+    def absolute_as_text(self) -> bool:
+        """An ``absolute`` lifetime is answered as RFC 3339 text when the field's own name
+        reads as a date-time (``expiry_date``, ``expiresDateTime``), else as epoch seconds."""
+        leaf = self.expires_field.rsplit(".", 1)[-1].lower()
+        return any(word in leaf for word in _DATE_TIME_WORDS)
+
+
+def _auth_and_format(client_auth: str, request_format: str | None) -> tuple[str, str]:
+    if client_auth in LEGACY_CLIENT_AUTHS:
+        return LEGACY_CLIENT_AUTHS[client_auth]
+    return client_auth, request_format or "form"
+
+
+def _route_path(token_url: str | None) -> tuple[str, str, str | None]:
+    """(path, query, leading base field) of an entry's token URL as the sandbox serves it."""
+    if token_url is None:
+        return "/token", "", None
+    base_field = None
+    leading = re.match(r"\{([A-Za-z0-9_]+)\}", token_url)
+    if leading:  # a base (scheme and host, maybe more) given by the connection
+        base_field, rest = leading.group(1), token_url[leading.end() :]
+        path, _, query = rest.partition("?")
+    else:
+        parts = urlsplit(token_url)
+        path, query = parts.path, parts.query
+    return "/" + path.strip("/") if path.strip("/") else "/token", query, base_field
+
+
+def load_catalogue(source: CatalogueSource = None) -> dict[str, Dialect]:
+    """The dialects of a catalogue: the packaged ``providers.toml`` by default, or a TOML
+    file at a path, or an already parsed catalogue (a dict of entries)."""
+    if source is None:
+        raw = resources.files(CATALOGUE_PACKAGE).joinpath(CATALOGUE_FILE).read_bytes()
+        data: Mapping[str, Any] = tomllib.loads(raw.decode("utf-8"))
+    elif isinstance(source, Mapping):
+        data = source
+    else:
+        with open(source, "rb") as handle:
+            data = tomllib.load(handle)
+    return {name: Dialect.from_entry(name, entry) for name, entry in data.items()}
+
+
+#: The providers of the packaged catalogue (a `Sandbox` given another has its own list).
+PROVIDERS: tuple[str, ...] = tuple(load_catalogue())
 
 
 class _Headers(dict[str, str]):
@@ -426,12 +670,14 @@ class _Client:
     provider: str
     client_id: str
     client_secret: str
-    realm: str  # tenant (azure), corp (dingtalk); "*" = any; "" for the others
+    realm: str  # the token URL's field values ("/"-joined), "*" = any; "" when it has none
     attrs: dict[str, Any]
+    public_key: Any = None  # private_key_jwt: a joserfc key
 
 
 @dataclass
 class _Code:
+    provider: str
     client_id: str
     redirect_uri: str
     expires_at: float
@@ -440,26 +686,92 @@ class _Code:
 
 @dataclass
 class _Grant:
+    provider: str
     client_id: str
     expires_at: float
     refresh_token: str
     revoked: bool = False
 
 
-_Routes = list[tuple["re.Pattern[str]", str, str]]
-_TOKEN_ROUTES: _Routes = [
-    (re.compile(r"/aspose/v4\.0/cells/connect/token"), "aspose", "query"),
-    (re.compile(r"/aspose(?:/v3\.0/cells)?/connect/token"), "aspose", "form"),
-    (re.compile(r"/wps365/oauth2/token"), "wps365", ""),
-    (re.compile(r"/azure/(?P<realm>[^/]+)/oauth2/v2\.0/token"), "azure", "v2"),
-    (re.compile(r"/azure/(?P<realm>[^/]+)/oauth2/token"), "azure", "v1"),
-    (re.compile(r"/dingtalk/v1\.0/oauth2/(?P<realm>[^/]+)/token"), "dingtalk", ""),
-    (re.compile(r"/oauth2/token"), "oauth2", ""),
-]
+@dataclass(frozen=True)
+class _Route:
+    pattern: re.Pattern[str]
+    provider: str
+    fields: tuple[str, ...]  # the names of the pattern's groups g0, g1, ...
+    variant: str = ""  # a seed's own label for one of its URLs ("v1": Azure's v1 endpoint)
+
+
+@dataclass(frozen=True)
+class _Quirks:
+    """What a seed provider does that its catalogue entry cannot say (providers.md)."""
+
+    invalid_client_status: int = 401
+    describe_errors: bool = True  # the error body carries `error_message`
+    missing_credentials: str = "invalid_client"  # the error for a request without them
+    grant_by_default: bool = False  # a query-format URL without grant_type means the entry's
+    also_basic: bool = False  # client_secret_post URLs also take HTTP Basic
+    also_post: bool = False  # client_secret_basic URLs also take the credentials in the body
+    extra_grants: frozenset[str] = frozenset()
+    token_type: str = "Bearer"  # noqa: S105  # nosec B105: a token type
+    jwt_issuer: str | None = None  # access tokens are JWT-shaped, with this `iss`
+
+
+_QUIRKS: dict[str, _Quirks] = {
+    # IdentityServer: {"error": ...} only, 400 even for invalid_client; the v4.0 query URL
+    # needs no grant_type; the SDKs' form URLs take HTTP Basic too; RS256 JWTs.
+    "aspose": _Quirks(
+        invalid_client_status=400,
+        describe_errors=False,
+        grant_by_default=True,
+        also_basic=True,
+        jwt_issuer="https://api.aspose.cloud",
+    ),
+    # Every error is 400; missing credentials are invalid_request; app tokens by client
+    # credentials beside the user grant; "bearer" in lower case.
+    "wps365": _Quirks(
+        invalid_client_status=400,
+        missing_credentials="invalid_request",
+        extra_grants=frozenset({"client_credentials"}),
+        token_type="bearer",  # noqa: S106  # nosec B106: a token type, not a credential
+    ),
+    # RFC 6749 section 2.3.1: the server must take HTTP Basic and may take the body.
+    "oauth2": _Quirks(also_post=True),
+}
+
+#: Token URLs a seed serves besides its entry's own: (path from the entry's path, variant).
+_SEED_ROUTES: dict[str, Sequence[tuple[Callable[[str], str], str]]] = {
+    # The official SDKs' URLs (Python, Go, .NET: /v3.0/cells/connect/token; Node:
+    # /connect/token): credentials in a form body.
+    "aspose": ((lambda _: "/connect/token", ""), (lambda _: "/v3.0/cells/connect/token", "")),
+    # The v1 endpoint (resource=, numbers as strings) beside v2.0.
+    "azure": ((lambda path: path.replace("/v2.0/token", "/token"), "v1"),),
+}
+
+
+def _routes(dialect: Dialect) -> list[_Route]:
+    """The token URLs of an entry: ``/<name><path>``, each ``{field}`` one path segment."""
+    paths = [(dialect.path, "")]
+    paths += [
+        (build(dialect.path), variant) for build, variant in _SEED_ROUTES.get(dialect.name, ())
+    ]
+    routes = []
+    for path, variant in paths:
+        pieces, at = [re.escape(f"/{dialect.name}")], 0
+        fields: list[str] = []
+        for match in _URL_FIELD.finditer(path):
+            pieces += [re.escape(path[at : match.start()]), f"(?P<g{len(fields)}>[^/]+)"]
+            fields.append(match.group(1))
+            at = match.end()
+        pieces.append(re.escape(path[at:]))
+        routes.append(_Route(re.compile("".join(pieces)), dialect.name, tuple(fields), variant))
+    return routes
 
 
 class Sandbox:
-    """Token endpoints of all five providers on one loopback port.
+    """Token endpoints of every catalogue provider on one loopback port.
+
+    ``catalogue`` is the packaged ``providers.toml`` by default, or a TOML file's path, or
+    a parsed catalogue (a dict of entries, as a test builds one).
 
     >>> with Sandbox() as sbx:                                      # doctest: +SKIP
     ...     sbx.register("dingtalk", "app", "s3cret", corp_id="corp-a")
@@ -473,26 +785,31 @@ class Sandbox:
         *,
         token_lifetime: int = 3600,
         clock: Callable[[], float] = time.time,
+        catalogue: CatalogueSource = None,
     ) -> None:
         self.host = host
         self.port = port
         self.token_lifetime = token_lifetime
         self.clock = clock
+        self.dialects: dict[str, Dialect] = load_catalogue(catalogue)
+        self.providers: tuple[str, ...] = tuple(self.dialects)
+        self._routes = [route for d in self.dialects.values() for route in _routes(d)]
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._clients: dict[tuple[str, str, str], _Client] = {}
-        self._faults: dict[str, deque[Fault]] = {p: deque() for p in PROVIDERS}
-        self._calls: dict[str, int] = dict.fromkeys(PROVIDERS, 0)
+        self._faults: dict[str, deque[Fault]] = {p: deque() for p in self.providers}
+        self._calls: dict[str, int] = dict.fromkeys(self.providers, 0)
         self._recorded: dict[str, deque[Recorded]] = {
-            p: deque(maxlen=_MAX_RECORDED) for p in PROVIDERS
+            p: deque(maxlen=_MAX_RECORDED) for p in self.providers
         }
         self._tokens: dict[str, IssuedToken] = {}
         self._dingtalk_current: dict[tuple[str, str], str] = {}
         self._codes: dict[str, _Code] = {}
         self._grants: dict[str, _Grant] = {}  # by current refresh token
         self._grant_order: list[_Grant] = []
+        self._assertions: dict[tuple[str, str, str], float] = {}  # spent jti -> its exp
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -556,67 +873,152 @@ class Sandbox:
         host = self.host if ":" not in self.host else f"[{self.host}]"
         return f"http://{host}:{self._port()}"
 
+    def dialect(self, provider: str) -> Dialect:
+        """The catalogue entry of ``provider``, as the sandbox reads it."""
+        try:
+            return self.dialects[provider]
+        except KeyError:
+            raise ValueError(
+                f"unknown provider {provider!r}; one of {', '.join(self.providers)}"
+            ) from None
+
+    def base_url(self, provider: str) -> str:
+        """What stands for ``provider``'s host: ``base_url(p) + <the entry's path>`` is its
+        token URL; for an entry whose ``token_url`` starts with a ``{field}`` (Azure's
+        ``{authority_host}``), the value of that field."""
+        self.dialect(provider)
+        return f"{self.url}/{provider}"
+
     def token_url(self, provider: str, **kw: str) -> str:
         """The token URL of ``provider``.
 
-        ``aspose``: ``style="query"`` (default, the v4.0 URL with credentials in the query)
-        or ``style="form"`` (``/connect/token``, form body). ``azure`` and ``dingtalk`` keep
-        the literal ``{tenant_id}`` / ``{corp_id}`` placeholder unless ``tenant_id=`` /
-        ``corp_id=`` is given.
+        Every ``{field}`` of the entry's path keeps its literal placeholder unless given
+        (``tenant_id=`` for azure, ``corp_id=`` for dingtalk). ``aspose`` also takes
+        ``style="query"`` (default, the v4.0 URL with credentials in the query) or
+        ``style="form"`` (``/connect/token``, form body).
         """
-        allowed = {"aspose": {"style"}, "azure": {"tenant_id"}, "dingtalk": {"corp_id"}}
-        _check_provider(provider)
-        unknown = set(kw) - allowed.get(provider, set())
+        dialect = self.dialect(provider)
+        allowed = set(dialect.url_fields) | ({"style"} if provider == "aspose" else set())
+        unknown = set(kw) - allowed
         if unknown:
             raise TypeError(f"token_url({provider!r}) takes no {sorted(unknown)}")
-        base = self.url
+        path, query = dialect.path, dialect.query
         if provider == "aspose":
-            style = kw.get("style", "query")
+            style = kw.pop("style", "query")
             if style not in ("query", "form"):
                 raise ValueError("aspose style is 'query' or 'form'")
             if style == "form":
-                return f"{base}/aspose/connect/token"
-            return f"{base}/aspose/v4.0/cells/connect/token"
-        if provider == "wps365":
-            return f"{base}/wps365/oauth2/token"
-        if provider == "azure":
-            tenant = quote(kw.get("tenant_id", "{tenant_id}"), safe="{}")
-            return f"{base}/azure/{tenant}/oauth2/v2.0/token"
-        if provider == "dingtalk":
-            corp = quote(kw.get("corp_id", "{corp_id}"), safe="{}")
-            return f"{base}/dingtalk/v1.0/oauth2/{corp}/token"
-        return f"{base}/oauth2/token"
+                path = "/connect/token"
+
+        def fill(match: re.Match[str]) -> str:
+            value = kw.get(match.group(1))
+            return match.group(0) if value is None else quote(value, safe="")
+
+        path, query = _URL_FIELD.sub(fill, path), _URL_FIELD.sub(fill, query)
+        return f"{self.base_url(provider)}{path}" + (f"?{query}" if query else "")
+
+    def endpoint_fields(self, provider: str) -> dict[str, str]:
+        """The fields a connection's secret needs to reach ``provider`` here: the entry's
+        leading base field (``authority_host``) when its token URL has one, else
+        ``token_url`` (its path ``{field}`` placeholders are filled from the secret)."""
+        dialect = self.dialect(provider)
+        if dialect.base_field:
+            return {dialect.base_field: self.base_url(provider)}
+        return {"token_url": self.token_url(provider)}
+
+    def demo_connection(
+        self, provider: str, client_id: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(registration attributes, connection secret) of a client that reaches
+        ``provider`` here, for any entry: the endpoint fields, a random ``client_secret``
+        (a fresh key pair for ``private_key_jwt``: the secret holds the private key, the
+        attributes the public one), ``"demo"`` for every other required field, and the
+        sandbox's callback as ``redirect_uri`` for an authorization code grant. Register it
+        with ``register(provider, client_id, secret.get("client_secret", ""), **attrs)``.
+        ValueError for ``tls_client_auth``, which the sandbox cannot serve."""
+        dialect = self.dialect(provider)
+        if dialect.client_auth == "tls_client_auth":
+            raise ValueError(f"{provider}: the sandbox cannot check TLS client certificates")
+        attrs: dict[str, Any] = {}
+        secret: dict[str, Any] = {"client_id": client_id, **self.endpoint_fields(provider)}
+        entry_fields = {*dialect.url_fields, *dialect.required, *dialect.params} - {
+            "client_id",
+            "client_secret",
+            "token_url",
+            "redirect_uri",
+            *secret,
+        }
+        for name in sorted(entry_fields):
+            secret[name] = "demo"
+        attrs.update({name: "demo" for name in dialect.url_fields})
+        if dialect.client_auth == "private_key_jwt":
+            private_key = _generate_key(dialect.assertion_alg)
+            secret["private_key"] = private_key.as_pem(private=True).decode()
+            attrs["public_key"] = private_key.as_pem(private=False).decode()
+        else:
+            secret["client_secret"] = secrets.token_urlsafe(24)
+        if dialect.grant == "authorization_code":
+            secret["redirect_uri"] = attrs["redirect_uri"] = self.callback_url(provider)
+        return attrs, secret
 
     def authority_host(self) -> str:
         """The Azure authority host: ``authority_host() + "/{tenant}/oauth2/v2.0/token"``."""
-        return f"{self.url}/azure"
+        return self.base_url("azure")
 
-    def authorize_url(self) -> str:
-        """The sandbox's WPS 365 authorization page (consent is implied)."""
-        return f"{self.url}/wps365/oauth2/auth"
+    def authorize_url(self, provider: str = "wps365") -> str:
+        """The authorization page of an ``authorization_code`` provider (consent is
+        implied: it redirects at once with a code)."""
+        self._check_code_grant(provider)
+        return f"{self.base_url(provider)}/oauth2/auth"
 
-    def callback_url(self) -> str:
+    def callback_url(self, provider: str = "wps365") -> str:
         """A redirect URI served by the sandbox that shows the code it receives, so that a
-        person can authorize a local ``wps365`` connection with a browser alone."""
-        return f"{self.url}/wps365/callback"
+        person can authorize a local connection with a browser alone."""
+        self._check_code_grant(provider)
+        return f"{self.base_url(provider)}/callback"
+
+    def _check_code_grant(self, provider: str) -> Dialect:
+        dialect = self.dialect(provider)
+        if dialect.grant != "authorization_code":
+            raise ValueError(f"{provider} has no authorization code grant")
+        return dialect
 
     # ---------------------------------------------------------------- set-up
 
-    def register(self, provider: str, client_id: str, client_secret: str, **attrs: Any) -> None:
+    def register_attributes(self, provider: str) -> frozenset[str]:
+        """What `register` accepts for ``provider`` besides the client's id and secret."""
+        dialect = self.dialect(provider)
+        names = {"lifetime", *dialect.url_fields, *dialect.params}
+        if dialect.grant == "authorization_code":
+            names.add("redirect_uri")
+        if "private_key_jwt" in dialect.client_auths:
+            names.add("public_key")
+        if dialect.passthrough:
+            names.add("passthrough")
+        return frozenset(names)
+
+    def register(
+        self, provider: str, client_id: str, client_secret: str = "", **attrs: Any
+    ) -> None:
         """Register (or replace) a client.
 
-        Attributes: ``lifetime`` (seconds, every provider); ``tenant_id`` and ``scope``
-        (azure; without ``tenant_id`` the client exists in every tenant, without ``scope``
-        any ``…/.default`` scope is granted); ``corp_id`` (dingtalk; without it, every
-        organization); ``redirect_uri`` (wps365: the only one the authorization accepts);
-        ``scope`` (oauth2: the space-separated scopes it may ask for) and ``audience``.
+        Attributes (`register_attributes`): ``lifetime`` (seconds, every provider); each
+        ``{field}`` of the entry's token URL (``tenant_id`` for azure, ``corp_id`` for
+        dingtalk): the client exists only there (without them, everywhere); each of the
+        entry's ``params``: the value the client may ask for (``scope``: the
+        space-separated scopes it may ask for, a subset of them; azure: one
+        ``…/.default``); ``redirect_uri`` (authorization code grant: the only one its
+        authorization accepts); ``public_key`` (``private_key_jwt``: PEM text or a JWK,
+        as a dict or JSON text, that verifies the client's assertions); ``passthrough``
+        (a dict of the entry's passthrough fields to the values the answer gives them).
+        A client with an empty ``client_secret`` never authenticates with a secret.
         """
-        _check_provider(provider)
-        unknown = set(attrs) - _ATTRS[provider]
+        dialect = self.dialect(provider)
+        allowed = self.register_attributes(provider)
+        unknown = set(attrs) - allowed
         if unknown:
             raise TypeError(
-                f"register({provider!r}) takes no {sorted(unknown)}; "
-                f"allowed: {sorted(_ATTRS[provider])}"
+                f"register({provider!r}) takes no {sorted(unknown)}; allowed: {sorted(allowed)}"
             )
         if not client_id or not isinstance(client_id, str):
             raise ValueError("client_id must be a non-empty string")
@@ -624,33 +1026,45 @@ class Sandbox:
             raise ValueError("client_secret must be a string")
         if "lifetime" in attrs:
             attrs["lifetime"] = int(attrs["lifetime"])
-        realm = ""
-        if provider == "azure":
-            realm = str(attrs.get("tenant_id") or "*")
-        elif provider == "dingtalk":
-            realm = str(attrs.get("corp_id") or "*")
+        passthrough = attrs.get("passthrough", {})
+        if not isinstance(passthrough, Mapping) or set(passthrough) - set(dialect.passthrough):
+            raise ValueError(f"passthrough is a dict of some of {list(dialect.passthrough)}")
+        public_key = None
+        if "public_key" in attrs:
+            public_key = _import_public_key(attrs["public_key"], dialect.assertion_alg)
+        given = [str(attrs[f]) for f in dialect.url_fields if attrs.get(f)]
+        if given and len(given) != len(dialect.url_fields):
+            raise ValueError(f"give all of {list(dialect.url_fields)} or none")
+        realm = "/".join(given) if given else ("*" if dialect.url_fields else "")
         with self._lock:
             self._clients[(provider, realm, client_id)] = _Client(
-                provider, client_id, client_secret, realm, dict(attrs)
+                provider, client_id, client_secret, realm, dict(attrs), public_key
             )
 
-    def authorize(self, client_id: str, redirect_uri: str, state: str = "") -> str:
-        """wps365: issue the one-time authorization code a user's consent would give."""
+    def authorize(
+        self, client_id: str, redirect_uri: str, state: str = "", *, provider: str = "wps365"
+    ) -> str:
+        """Issue the one-time authorization code a user's consent would give."""
+        self._check_code_grant(provider)
         with self._lock:
-            client = self._clients.get(("wps365", "", client_id))
+            client = self._clients.get((provider, "*", client_id)) or self._clients.get(
+                (provider, "", client_id)
+            )
             if client is None:
-                raise ValueError(f"unknown wps365 client {client_id!r}")
+                raise ValueError(f"unknown {provider} client {client_id!r}")
             registered = client.attrs.get("redirect_uri")
             if registered and registered != redirect_uri:
                 raise ValueError("redirect_uri does not match the client's registered one")
-            code = f"sbx-wps365-code-{secrets.token_urlsafe(18)}"
-            self._codes[code] = _Code(client_id, redirect_uri, self.clock() + WPS_CODE_LIFETIME)
+            code = f"sbx-{provider}-code-{secrets.token_urlsafe(18)}"
+            self._codes[code] = _Code(
+                provider, client_id, redirect_uri, self.clock() + CODE_LIFETIME
+            )
             return code
 
     def inject(self, provider: str, *faults: Fault) -> None:
         """Queue ``faults``: the next ``len(faults)`` token requests to ``provider`` get
         them, in order, instead of the real answer."""
-        _check_provider(provider)
+        self.dialect(provider)
         for fault in faults:
             if not isinstance(fault, Fault):
                 raise TypeError(f"not a Fault: {fault!r}")
@@ -661,7 +1075,7 @@ class Sandbox:
         """Forget queued faults, counters and recorded requests (not registrations, nor
         issued tokens and grants)."""
         with self._lock:
-            for provider in PROVIDERS:
+            for provider in self.providers:
                 self._faults[provider].clear()
                 self._calls[provider] = 0
                 self._recorded[provider].clear()
@@ -673,18 +1087,18 @@ class Sandbox:
         with self._lock:
             if provider is None:
                 return sum(self._calls.values())
-            _check_provider(provider)
+            self.dialect(provider)
             return self._calls[provider]
 
     def requests(self, provider: str) -> list[Recorded]:
         """The token requests ``provider`` received, oldest first (the last 1000)."""
-        _check_provider(provider)
+        self.dialect(provider)
         with self._lock:
             return list(self._recorded[provider])
 
     def pending_faults(self, provider: str) -> int:
         """How many queued faults are still waiting for a request."""
-        _check_provider(provider)
+        self.dialect(provider)
         with self._lock:
             return len(self._faults[provider])
 
@@ -698,20 +1112,25 @@ class Sandbox:
         info = self.token_info(access_token)
         return info is not None and info.expires_at > self.clock()
 
-    def refresh_token_of(self, client_id: str) -> str | None:
-        """wps365: the currently valid refresh token of the client's latest grant."""
+    def refresh_token_of(self, client_id: str, *, provider: str = "wps365") -> str | None:
+        """The currently valid refresh token of the client's latest grant."""
         now = self.clock()
         with self._lock:
             for grant in reversed(self._grant_order):
-                if grant.client_id == client_id and not grant.revoked and grant.expires_at > now:
+                if (
+                    grant.provider == provider
+                    and grant.client_id == client_id
+                    and not grant.revoked
+                    and grant.expires_at > now
+                ):
                     return grant.refresh_token
         return None
 
-    def revoke_refresh_tokens(self, client_id: str) -> None:
-        """wps365: invalidate every refresh grant of the client (``invalid_grant`` next)."""
+    def revoke_refresh_tokens(self, client_id: str, *, provider: str = "wps365") -> None:
+        """Invalidate every refresh grant of the client (``invalid_grant`` next)."""
         with self._lock:
             for grant in self._grant_order:
-                if grant.client_id == client_id:
+                if grant.provider == provider and grant.client_id == client_id:
                     grant.revoked = True
 
     # ---------------------------------------------------------------- serving (internal)
@@ -723,7 +1142,7 @@ class Sandbox:
             queue = self._faults[provider]
             return queue.popleft() if queue else None
 
-    def _answer(self, provider: str, variant: str, realm: str, rec: Recorded) -> Fault:
+    def _answer(self, route: _Route, realm: str, rec: Recorded) -> Fault:
         if rec.method != "POST":
             return Fault(
                 status=405,
@@ -731,15 +1150,11 @@ class Sandbox:
                 headers={"Allow": "POST", "Content-Type": "text/plain; charset=utf-8"},
             )
         with self._lock:
-            if provider == "aspose":
-                return self._aspose(variant, rec)
-            if provider == "wps365":
-                return self._wps365(rec)
-            if provider == "azure":
-                return self._azure(variant, realm, rec)
-            if provider == "dingtalk":
+            if route.provider == "azure":
+                return self._azure(route.variant, realm, rec)
+            if route.provider == "dingtalk":
                 return self._dingtalk(realm, rec)
-            return self._oauth2(rec)
+            return self._serve(self.dialects[route.provider], realm, rec)
 
     def _lifetime(self, client: _Client) -> int:
         return int(client.attrs.get("lifetime", self.token_lifetime))
@@ -777,102 +1192,310 @@ class Sandbox:
         return (
             client is not None
             and secret is not None
+            and client.client_secret != ""  # a client registered without one has none
             and hmac.compare_digest(client.client_secret.encode(), secret.encode())
         )
 
-    # aspose: IdentityServer-style errors ({"error": ...}, 400). Which style the v4.0 URL
-    # takes is UNCONFIRMED: the query URL reads only the query, the /connect/token URLs
-    # only the form body (or HTTP Basic), so a client using the wrong style for its URL fails.
-    def _aspose(self, variant: str, rec: Recorded) -> Fault:
-        if variant == "query":
-            params = rec.query
-            grant = params.get("grant_type", "client_credentials")
-        else:
-            params = dict(rec.form)
-            basic = rec.basic_auth
-            if basic:
-                params["client_id"], params["client_secret"] = basic
-            grant = params.get("grant_type", "")
-            if not grant:
-                return Fault.oauth_error("invalid_request")
-        if grant != "client_credentials":
-            return Fault.oauth_error("unsupported_grant_type")
-        client = self._clients.get(("aspose", "", params.get("client_id", "")))
-        if not self._secret_ok(client, params.get("client_secret")):
-            return Fault.oauth_error("invalid_client")
-        assert client is not None
-        token = self._jwt(
-            client, {"iss": "https://api.aspose.cloud", "client_id": client.client_id}
-        )
-        self._issue(client, token=token)
-        return _ok(
-            # A token type, not a credential.
-            {"access_token": token, "expires_in": self._lifetime(client), "token_type": "Bearer"}  # nosec B105
+    def _find(self, provider: str, realm: str, client_id: str) -> _Client | None:
+        return self._clients.get((provider, realm, client_id)) or self._clients.get(
+            (provider, "*", client_id)
         )
 
-    def _wps365(self, rec: Recorded) -> Fault:
-        form = rec.form
-        grant = form.get("grant_type", "")
+    # ------------------------------------------------ any entry: its dialect, from its data
+
+    def _serve(self, dialect: Dialect, realm: str, rec: Recorded) -> Fault:
+        """One token request to ``dialect``'s endpoint, in the order a server checks it:
+        the request's format, the grant type, the client, the grant, the parameters."""
+        quirks = _QUIRKS.get(dialect.name, _Quirks())
+        auth, request_format = dialect.auth_for(rec.path)
+
+        def refuse(error: str, description: str, status: int | None = None) -> Fault:
+            return self._error(dialect, quirks, error, description, status)
+
+        params = _parameters(request_format, rec)
+        if params is None:
+            where = {"form": "an application/x-www-form-urlencoded body", "json": "a JSON object"}
+            return refuse("invalid_request", f"the parameters must come in {where[request_format]}")
+        grant = params.get("grant_type")
+        if not grant and quirks.grant_by_default and request_format == "query":
+            grant = "client_credentials"
+        if dialect.grant_type != "client_credentials" and dialect.grant == "client_credentials":
+            # the server's own name for its client-credentials grant, or none at all
+            if (grant or "") != dialect.grant_type:
+                expected = dialect.grant_type or "no grant_type"
+                return refuse("unsupported_grant_type", f"this server takes {expected}")
+            grant = "client_credentials"
         if not grant:
-            return _wps("invalid_request", "'grant_type' is required")
-        if grant not in ("authorization_code", "refresh_token", "client_credentials"):
-            return _wps("unsupported_grant_type", f"grant_type '{grant}' is not supported")
-        client_id, secret = form.get("client_id", ""), form.get("client_secret")
-        if not client_id or secret is None:
-            return _wps("invalid_request", "'client_id' and 'client_secret' are required")
-        client = self._clients.get(("wps365", "", client_id))
-        if not self._secret_ok(client, secret):
-            return _wps("invalid_client", "client authentication failed")
-        assert client is not None
-        now = self.clock()
-        lifetime = self._lifetime(client)
-        if grant == "client_credentials":  # app token
-            token = self._issue(client)
-            # A token type, not a credential.
-            return _ok({"access_token": token, "expires_in": lifetime, "token_type": "bearer"})  # nosec B105
-        if grant == "authorization_code":
-            code_value, redirect_uri = form.get("code", ""), form.get("redirect_uri")
-            if not code_value:
-                return _wps("invalid_request", "'code' is required")
-            if redirect_uri is None:
-                return _wps("invalid_request", "'redirect_uri' is required")
-            code = self._codes.get(code_value)
-            if code is None or code.client_id != client_id:
-                return _wps("invalid_grant", "invalid authorization code")
-            if code.used:
-                return _wps("invalid_grant", "authorization code has been used")
-            if code.expires_at <= now:
-                return _wps("invalid_grant", "authorization code has expired")
-            if code.redirect_uri != redirect_uri:
-                return _wps("invalid_request", "'redirect_uri' parameter does not match")
-            code.used = True
-            grant_obj = _Grant(client_id, now + WPS_GRANT_LIFETIME, "")
-            self._grant_order.append(grant_obj)
-        else:
-            old = form.get("refresh_token", "")
-            if not old:
-                return _wps("invalid_request", "'refresh_token' is required")
-            found = self._grants.get(old)
-            if found is None or found.client_id != client_id:
-                return _wps("invalid_grant", "invalid refresh_token")
-            if found.revoked:
-                return _wps("invalid_grant", "refresh_token has been revoked")
-            if found.expires_at <= now:
-                return _wps("invalid_grant", "refresh_token has expired")
-            del self._grants[old]  # rotation: the old refresh token is spent
-            grant_obj = found
-        grant_obj.refresh_token = f"sbx-wps365-rt-{secrets.token_urlsafe(24)}"
-        self._grants[grant_obj.refresh_token] = grant_obj
-        return _ok(
-            {
-                "access_token": self._issue(client),
-                "expires_in": lifetime,
-                "refresh_token": grant_obj.refresh_token,
-                "refresh_expires_in": max(0, int(grant_obj.expires_at - now)),
-                # A token type, not a credential.
-                "token_type": "bearer",  # nosec B105
-            }
+            return refuse("invalid_request", "'grant_type' is required")
+        grants = {"client_credentials"} if dialect.grant == "client_credentials" else set()
+        if dialect.grant == "authorization_code":
+            grants |= {"authorization_code", "refresh_token", *quirks.extra_grants}
+        if grant not in grants:
+            return refuse("unsupported_grant_type", f"grant_type '{grant}' is not supported")
+        client = self._authenticate(dialect, quirks, auth, realm, params, rec)
+        if isinstance(client, Fault):
+            return client
+        grant_obj: _Grant | None = None
+        if grant in ("authorization_code", "refresh_token"):
+            redeemed = self._redeem(dialect, quirks, client, grant, params)
+            if isinstance(redeemed, Fault):
+                return redeemed
+            grant_obj = redeemed
+        for name in dialect.params:
+            allowed, requested = client.attrs.get(name), params.get(name)
+            if allowed is None or requested is None:
+                continue
+            if name == "scope" and not set(requested.split()) <= set(str(allowed).split()):
+                return refuse("invalid_scope", "scope not allowed for this client")
+            if name != "scope" and requested != str(allowed):
+                return refuse("invalid_request", f"'{name}' not allowed for this client")
+        return self._success(dialect, quirks, client, realm, params, grant_obj)
+
+    def _authenticate(
+        self,
+        dialect: Dialect,
+        quirks: _Quirks,
+        auth: str,
+        realm: str,
+        params: Mapping[str, str],
+        rec: Recorded,
+    ) -> _Client | Fault:
+        def refuse(error: str, description: str, status: int | None = None) -> Fault:
+            return self._error(dialect, quirks, error, description, status)
+
+        if auth == "tls_client_auth":
+            return refuse(
+                "invalid_client",
+                "tls_client_auth (RFC 8705) needs a TLS client certificate; the sandbox serves "
+                "plain HTTP and cannot check one",
+                400,
+            )
+        header = rec.headers.get("authorization", "")
+        basic = _basic_auth(header)
+        where = rec.query if auth == "client_secret_query" else params
+        id_name, secret_name = dialect.client_id_name, dialect.client_secret_name
+        if auth == "private_key_jwt":
+            if header or secret_name in where:
+                return refuse("invalid_request", "more than one client authentication method")
+            return self._assertion(dialect, quirks, realm, params, rec)
+        takes_basic = auth == "client_secret_basic" or (
+            quirks.also_basic and auth == "client_secret_post"
         )
+        takes_body = auth != "client_secret_basic" or quirks.also_post
+        place = {
+            "client_secret_basic": "HTTP Basic",
+            "client_secret_post": f"the {dialect.auth_for(rec.path)[1]} parameters",
+            "client_secret_query": "the query string",
+        }[auth]
+        if header and basic is None and takes_basic:
+            return refuse("invalid_client", "malformed HTTP Basic credentials", 401)
+        if basic and secret_name in where:
+            return refuse("invalid_request", "more than one client authentication method")
+        client_id: str
+        secret: str | None
+        if basic and takes_basic:
+            client_id, secret = basic
+        elif basic or not takes_body:
+            return refuse("invalid_client", f"client authentication failed: expected in {place}")
+        else:
+            client_id, secret = where.get(id_name) or "", where.get(secret_name)
+            if not client_id or secret is None:
+                return refuse(
+                    quirks.missing_credentials,
+                    f"'{id_name}' and '{secret_name}' are required in {place}",
+                )
+        client = self._find(dialect.name, realm, client_id)
+        if not self._secret_ok(client, secret):
+            return refuse("invalid_client", "client authentication failed")
+        assert client is not None
+        return client
+
+    def _assertion(
+        self,
+        dialect: Dialect,
+        quirks: _Quirks,
+        realm: str,
+        params: Mapping[str, str],
+        rec: Recorded,
+    ) -> _Client | Fault:
+        """RFC 7523 section 3 (client authentication): the assertion is signed with the
+        key the client registered, iss and sub are its id, aud this token endpoint, exp
+        in the future (within `_MAX_ASSERTION_LIFETIME`), and its jti was never seen."""
+
+        def refuse(description: str, error: str = "invalid_client") -> Fault:
+            return self._error(dialect, quirks, error, description, None)
+
+        if params.get("client_assertion_type") != JWT_BEARER:
+            return refuse(f"client_assertion_type must be {JWT_BEARER}")
+        assertion = params.get("client_assertion", "")
+        claimed = _unverified_claims(assertion)
+        if claimed is None:
+            return refuse("client_assertion is not a JWT")
+        client_id = claimed.get("iss")
+        if not isinstance(client_id, str) or not client_id:
+            return refuse("client_assertion has no iss")
+        said = params.get(dialect.client_id_name)
+        if said is not None and said != client_id:
+            return refuse(f"'{dialect.client_id_name}' is not the assertion's iss")
+        client = self._find(dialect.name, realm, client_id)
+        if client is None or client.public_key is None:
+            return refuse("unknown client, or one without a public key")
+        from joserfc import jwt
+        from joserfc.errors import JoseError
+
+        try:
+            claims = jwt.decode(assertion, client.public_key, [dialect.assertion_alg]).claims
+        except (JoseError, ValueError):
+            return refuse("client_assertion does not verify")
+        now = self.clock()
+        audiences = claims.get("aud")
+        audiences = [audiences] if isinstance(audiences, str) else audiences
+        if dialect.assertion_audience == "token_url":
+            expected = {f"http://{rec.headers.get('host', '')}{rec.path}", f"{self.url}{rec.path}"}
+        else:
+            expected = {dialect.assertion_audience}
+        exp, jti = claims.get("exp"), claims.get("jti")
+        if claims.get("sub") != client_id:
+            return refuse("client_assertion's sub is not its iss")
+        if not isinstance(audiences, list) or not expected & set(audiences):
+            return refuse("client_assertion's aud is not this token endpoint")
+        if not isinstance(exp, (int, float)) or isinstance(exp, bool) or exp <= now:
+            return refuse("client_assertion has expired (or has no exp)")
+        if exp > now + _MAX_ASSERTION_LIFETIME:
+            return refuse("client_assertion lives too long")
+        nbf = claims.get("nbf")
+        if isinstance(nbf, (int, float)) and nbf > now + 60:
+            return refuse("client_assertion is not valid yet")
+        if not isinstance(jti, str) or not jti:
+            return refuse("client_assertion has no jti")
+        self._assertions = {k: v for k, v in self._assertions.items() if v > now}
+        key = (dialect.name, client_id, jti)
+        if key in self._assertions:
+            return refuse("client_assertion's jti was already used")
+        self._assertions[key] = float(exp)
+        return client
+
+    def _redeem(
+        self,
+        dialect: Dialect,
+        quirks: _Quirks,
+        client: _Client,
+        grant: str,
+        params: Mapping[str, str],
+    ) -> _Grant | Fault:
+        """An authorization code (single use, bound to its client and redirect URI), or a
+        refresh token, which rotates: the old one is spent; the grant's lifetime counts
+        from the code's redemption and refreshing does not extend it."""
+
+        def refuse(error: str, description: str) -> Fault:
+            return self._error(dialect, quirks, error, description, None)
+
+        now = self.clock()
+        if grant == "authorization_code":
+            code_value, redirect_uri = params.get("code", ""), params.get("redirect_uri")
+            if not code_value:
+                return refuse("invalid_request", "'code' is required")
+            if redirect_uri is None:
+                return refuse("invalid_request", "'redirect_uri' is required")
+            code = self._codes.get(code_value)
+            if code is None or (code.provider, code.client_id) != (dialect.name, client.client_id):
+                return refuse("invalid_grant", "invalid authorization code")
+            if code.used:
+                return refuse("invalid_grant", "authorization code has been used")
+            if code.expires_at <= now:
+                return refuse("invalid_grant", "authorization code has expired")
+            if code.redirect_uri != redirect_uri:
+                return refuse("invalid_request", "'redirect_uri' parameter does not match")
+            code.used = True
+            found = _Grant(dialect.name, client.client_id, now + GRANT_LIFETIME, "")
+            self._grant_order.append(found)
+        else:
+            old = params.get("refresh_token", "")
+            if not old:
+                return refuse("invalid_request", "'refresh_token' is required")
+            known = self._grants.get(old)
+            if known is None or (known.provider, known.client_id) != (
+                dialect.name,
+                client.client_id,
+            ):
+                return refuse("invalid_grant", "invalid refresh_token")
+            if known.revoked:
+                return refuse("invalid_grant", "refresh_token has been revoked")
+            if known.expires_at <= now:
+                return refuse("invalid_grant", "refresh_token has expired")
+            del self._grants[old]  # rotation: the old refresh token is spent
+            found = known
+        found.refresh_token = f"sbx-{dialect.name}-rt-{secrets.token_urlsafe(24)}"
+        self._grants[found.refresh_token] = found
+        return found
+
+    def _success(
+        self,
+        dialect: Dialect,
+        quirks: _Quirks,
+        client: _Client,
+        realm: str,
+        params: Mapping[str, str],
+        grant: _Grant | None,
+    ) -> Fault:
+        """The token at ``token_field`` (with ``token_type`` beside it when the field is an
+        RFC 6749 ``access_token``), its lifetime at ``expires_field`` as ``expires_kind``
+        says, the refresh grant, the scope asked for, and the ``passthrough`` fields."""
+        now, lifetime = int(self.clock()), self._lifetime(client)
+        token = None
+        if quirks.jwt_issuer:
+            token = self._jwt(client, {"iss": quirks.jwt_issuer, "client_id": client.client_id})
+        token = self._issue(client, realm, token)
+        body: dict[str, Any] = {}
+        _put(body, dialect.token_field, token)
+        parent, _, leaf = dialect.token_field.rpartition(".")
+        if leaf == "access_token":
+            _put(body, f"{parent}.token_type" if parent else "token_type", quirks.token_type)
+        if dialect.expires_kind == "milliseconds":
+            expires: int | str = lifetime * 1000
+        elif dialect.expires_kind == "absolute" and dialect.absolute_as_text:
+            expires = datetime.fromtimestamp(now + lifetime, UTC).isoformat().replace("+00:00", "Z")
+        elif dialect.expires_kind == "absolute":
+            expires = now + lifetime
+        else:
+            expires = lifetime
+        _put(body, dialect.expires_field, expires)
+        if grant is not None:
+            body["refresh_token"] = grant.refresh_token
+            body["refresh_expires_in"] = max(0, int(grant.expires_at - now))
+        if "scope" in dialect.params and params.get("scope") is not None:
+            body["scope"] = params["scope"]
+        chosen = client.attrs.get("passthrough", {})
+        for path in dialect.passthrough:
+            _put(body, path, chosen.get(path, _plausible(dialect.name, path, now)))
+        return _ok(body)
+
+    def _error(
+        self,
+        dialect: Dialect,
+        quirks: _Quirks,
+        error: str,
+        description: str,
+        status: int | None,
+    ) -> Fault:
+        """An error in the entry's shape: the RFC 6749 error string at ``error_name``, a
+        number at ``error_code`` when the entry has one, the description at the first
+        ``error_message``; 401 (with ``WWW-Authenticate``) for invalid_client, else 400."""
+        if status is None:
+            status = quirks.invalid_client_status if error == "invalid_client" else 400
+        body: dict[str, Any] = {}
+        _put(body, dialect.error_name, error)
+        if dialect.error_code and dialect.error_code != dialect.error_name:
+            _put(body, dialect.error_code, _ERROR_CODES.get(error, 40000000))
+        if quirks.describe_errors and dialect.error_message not in (
+            dialect.error_name,
+            dialect.error_code,
+        ):
+            _put(body, dialect.error_message, description)
+        headers = dict(_NO_STORE)
+        if status == HTTPStatus.UNAUTHORIZED:
+            headers["WWW-Authenticate"] = 'Basic realm="tokenvend-sandbox"'
+        return Fault._json(status, body, headers, ascii_only=False)
 
     def _azure(self, variant: str, tenant: str, rec: Recorded) -> Fault:
         form = rec.form
@@ -993,56 +1616,14 @@ class Sandbox:
         self._dingtalk_current[key] = token
         return _ok({"access_token": token, "expires_in": lifetime})
 
-    def _oauth2(self, rec: Recorded) -> Fault:
-        content_type = rec.headers.get("content-type", "")
-        if "application/x-www-form-urlencoded" not in content_type:
-            return Fault.oauth_error(
-                "invalid_request", 400, "the body must be application/x-www-form-urlencoded"
-            )
-        form = rec.form
-        authorization = rec.headers.get("authorization", "")
-        basic = _basic_auth(authorization)
-        if authorization and basic is None:
-            return Fault.oauth_error("invalid_client", 401, "malformed HTTP Basic credentials")
-        if basic and "client_secret" in form:
-            return Fault.oauth_error(
-                "invalid_request", 400, "more than one client authentication method"
-            )
-        grant = form.get("grant_type", "")
-        if not grant:
-            return Fault.oauth_error("invalid_request", 400, "missing grant_type")
-        if grant != "client_credentials":
-            return Fault.oauth_error("unsupported_grant_type", 400)
-        client_id, secret = (
-            basic if basic else (form.get("client_id", ""), form.get("client_secret"))
-        )
-        client = self._clients.get(("oauth2", "", client_id))
-        if not self._secret_ok(client, secret):
-            return Fault.oauth_error("invalid_client", 401, "client authentication failed")
-        assert client is not None
-        requested = form.get("scope")
-        allowed = client.attrs.get("scope")
-        if (
-            requested is not None
-            and allowed is not None
-            and not set(requested.split()) <= set(str(allowed).split())
-        ):
-            return Fault.oauth_error("invalid_scope", 400, "scope not allowed for this client")
-        body: dict[str, Any] = {
-            "access_token": self._issue(client),
-            # A token type, not a credential.
-            "token_type": "Bearer",  # nosec B105
-            "expires_in": self._lifetime(client),
-        }
-        if requested is not None:
-            body["scope"] = requested
-        return _ok(body)
-
-    # The sandbox's WPS consent page: redirects at once with a code, as if the user agreed.
-    def _wps_auth_page(self, query: dict[str, str]) -> Fault:
+    # The consent page of an authorization_code provider: redirects at once with a code, as
+    # if the user agreed.
+    def _auth_page(self, provider: str, query: dict[str, str]) -> Fault:
         client_id = query.get("client_id", "")
         with self._lock:
-            client = self._clients.get(("wps365", "", client_id))
+            client = self._clients.get((provider, "*", client_id)) or self._clients.get(
+                (provider, "", client_id)
+            )
         if client is None:
             return Fault.html(400, f"unknown client_id {client_id!r}")
         redirect_uri = query.get("redirect_uri") or client.attrs.get("redirect_uri") or ""
@@ -1056,10 +1637,10 @@ class Sandbox:
             return Fault.redirect(
                 _add_query(redirect_uri, {"error": "unsupported_response_type", **params})
             )
-        code = self.authorize(client_id, redirect_uri, query.get("state", ""))
+        code = self.authorize(client_id, redirect_uri, query.get("state", ""), provider=provider)
         return Fault.redirect(_add_query(redirect_uri, {"code": code, **params}))
 
-    def _callback_page(self, query: dict[str, str]) -> Fault:
+    def _callback_page(self, provider: str, query: dict[str, str]) -> Fault:
         code = query.get("code")
         if not code:
             return Fault.html(400, f"no authorization code ({query.get('error', 'no error')})")
@@ -1067,10 +1648,37 @@ class Sandbox:
             "<!DOCTYPE html>\n<html><head><title>tokenvend sandbox: authorized</title></head>"
             "<body><h1>Authorization code</h1>"
             f"<p><code>{html.escape(code)}</code></p>"
-            "<p>Redeem it with <code>tokenvend authorize wps365 CONNECTION --code CODE "
-            f"--redirect-uri {html.escape(self.callback_url())}</code></p></body></html>\n"
+            f"<p>Redeem it with <code>tokenvend authorize {html.escape(provider)} CONNECTION "
+            f"--code CODE --redirect-uri {html.escape(self.callback_url(provider))}</code></p>"
+            "</body></html>\n"
         )
         return Fault(status=200, body=page, headers={"Content-Type": "text/html; charset=utf-8"})
+
+    def _page(self, method: str, path: str) -> tuple[str, str] | None:
+        """(provider, "auth" or "callback") when ``path`` is the consent page or the
+        callback page of an authorization_code provider."""
+        if method not in ("GET", "HEAD"):
+            return None
+        provider, _, rest = path.strip("/").partition("/")
+        dialect = self.dialects.get(provider)
+        if dialect is None or dialect.grant != "authorization_code":
+            return None
+        return {"oauth2/auth": (provider, "auth"), "callback": (provider, "callback")}.get(rest)
+
+    def _describe(self) -> dict[str, Any]:
+        """What the control surface's ``GET /_sandbox/providers`` answers."""
+        described: dict[str, Any] = {}
+        for name, dialect in self.dialects.items():
+            described[name] = {
+                "grant": dialect.grant,
+                "client_auth": dialect.client_auth,
+                "request_format": dialect.request_format,
+                "deploy": dialect.deploy,
+                "token_url": self.token_url(name),
+                "endpoint_fields": self.endpoint_fields(name),
+                "register": sorted(self.register_attributes(name)),
+            }
+        return described
 
 
 class _Server(ThreadingHTTPServer):
@@ -1159,22 +1767,24 @@ class _Handler(BaseHTTPRequestHandler):
             if path.startswith("/_sandbox/"):
                 self._send(self._control(path, body))
                 return
-            if path == "/wps365/oauth2/auth" and self.command in ("GET", "HEAD"):
-                self._send(sandbox._wps_auth_page(query))
+            page = sandbox._page(self.command, path)
+            if page is not None:
+                provider, kind = page
+                if kind == "auth":
+                    self._send(sandbox._auth_page(provider, query))
+                else:
+                    self._send(sandbox._callback_page(provider, query))
                 return
-            if path == "/wps365/callback" and self.command in ("GET", "HEAD"):
-                self._send(sandbox._callback_page(query))
-                return
-            for pattern, provider, variant in _TOKEN_ROUTES:
-                match = pattern.fullmatch(path)
+            for route in sandbox._routes:
+                match = route.pattern.fullmatch(path)
                 if match:
                     rec = self._record(path, query, body)
-                    fault = sandbox._take(provider, rec)
-                    realm = unquote(match.groupdict().get("realm") or "")
+                    fault = sandbox._take(route.provider, rec)
+                    values = [unquote(match.group(f"g{i}")) for i in range(len(route.fields))]
                     if fault is not None:
                         self._send(fault.answer_to(rec, self.path))
                     else:
-                        self._send(sandbox._answer(provider, variant, realm, rec))
+                        self._send(sandbox._answer(route, "/".join(values), rec))
                     return
             self._send(Fault.plain(404, f"no such endpoint: {path}"))
         except (ConnectionError, TimeoutError):
@@ -1235,7 +1845,9 @@ class _Handler(BaseHTTPRequestHandler):
             return _control_error(400, "the body is not JSON")
         try:
             if self.command == "GET" and parts == ["calls"]:
-                return Fault._json(200, {p: sandbox.calls(p) for p in PROVIDERS}, {})
+                return Fault._json(200, {p: sandbox.calls(p) for p in sandbox.providers}, {})
+            if self.command == "GET" and parts == ["providers"]:
+                return Fault._json(200, sandbox._describe(), {})
             if self.command != "POST":
                 return _control_error(405, "use POST")
             if len(parts) == 2 and parts[0] == "faults":
@@ -1248,15 +1860,28 @@ class _Handler(BaseHTTPRequestHandler):
                     return _control_error(400, "expected a JSON object")
                 args = dict(data)
                 client_id, secret = args.pop("client_id", None), args.pop("client_secret", None)
+                keyed = {"private_key_jwt", "tls_client_auth"}
+                if secret is None and keyed & sandbox.dialect(parts[1]).client_auths:
+                    secret = ""
                 if not isinstance(client_id, str) or not isinstance(secret, str):
                     return _control_error(400, "client_id and client_secret are required")
                 sandbox.register(parts[1], client_id, secret, **args)
                 return Fault._json(200, {"registered": client_id}, {})
+            if len(parts) == 2 and parts[0] == "authorize" and isinstance(data, dict):
+                code = sandbox.authorize(
+                    str(data.get("client_id", "")),
+                    str(data.get("redirect_uri", "")),
+                    str(data.get("state", "")),
+                    provider=parts[1],
+                )
+                return Fault._json(200, {"code": code}, {})
             if parts == ["reset"]:
                 sandbox.reset()
                 return Fault._json(200, {"reset": True}, {})
-            if parts == ["wps365", "revoke"] and isinstance(data, dict):
-                sandbox.revoke_refresh_tokens(str(data.get("client_id", "")))
+            if len(parts) == 2 and parts[1] == "revoke" and isinstance(data, dict):
+                sandbox.dialect(parts[0])
+                client_id = str(data.get("client_id", ""))
+                sandbox.revoke_refresh_tokens(client_id, provider=parts[0])
                 return Fault._json(200, {"revoked": True}, {})
             if parts == ["introspect"] and isinstance(data, dict):  # shaped like RFC 7662
                 info = sandbox.token_info(str(data.get("token", "")))
@@ -1301,17 +1926,94 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-def _check_provider(provider: str) -> None:
-    if provider not in PROVIDERS:
-        raise ValueError(f"unknown provider {provider!r}; one of {', '.join(PROVIDERS)}")
-
-
 def _ok(body: dict[str, Any]) -> Fault:
     return Fault.success(body)
 
 
-def _wps(msg: str, desc: str) -> Fault:
-    return Fault.wps_error(msg, _WPS_CODES[msg], desc, 400)
+def _put(body: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``body``'s field at a dotted path, making the objects on the way."""
+    *parents, last = dotted.split(".")
+    where = body
+    for part in parents:
+        child = where.get(part)
+        if not isinstance(child, dict):
+            child = where[part] = {}
+        where = child
+    where[last] = value
+
+
+def _parameters(request_format: str, rec: Recorded) -> dict[str, str] | None:
+    """The grant's parameters where ``request_format`` puts them (string values only), or
+    None when the request does not carry them in that format."""
+    if request_format == "query":
+        return dict(rec.query)
+    if request_format == "json":
+        if not isinstance(rec.json, dict):
+            return None
+        return {str(k): v for k, v in rec.json.items() if isinstance(v, str)}
+    if "application/x-www-form-urlencoded" not in rec.headers.get("content-type", "").lower():
+        return None
+    return dict(rec.form)
+
+
+def _plausible(provider: str, path: str, now: int) -> str | int:
+    """A value for a passthrough field nobody chose: a URL for ``…url``, a time for
+    ``…_at``, else a label."""
+    leaf = path.rsplit(".", 1)[-1].lower()
+    if leaf.endswith("url") or leaf.endswith("uri"):
+        return f"https://{provider}.sandbox.invalid/{leaf.replace('_', '-')}"
+    if leaf.endswith("_at") or leaf.endswith("time"):
+        return now
+    return f"sbx-{provider}-{leaf}"
+
+
+def _unverified_claims(token: str) -> dict[str, Any] | None:
+    """A JWT's payload, undecided whether to trust it (to find whose key verifies it)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def _generate_key(alg: str) -> Any:
+    """A fresh private key for the JWS algorithm ``alg`` (RS*/PS*: RSA, ES*: EC, else
+    Ed25519)."""
+    from joserfc.jwk import ECKey, OKPKey, RSAKey
+
+    if alg[:2] in ("RS", "PS"):
+        return RSAKey.generate_key(2048)
+    if alg.startswith("ES"):
+        curve = {"ES384": "P-384", "ES512": "P-521", "ES256K": "secp256k1"}.get(alg, "P-256")
+        return ECKey.generate_key(curve)
+    return OKPKey.generate_key("Ed25519")
+
+
+def _import_public_key(value: Any, alg: str) -> Any:
+    """A joserfc key from PEM text or a JWK (dict or JSON text); never a symmetric one."""
+    from joserfc.errors import JoseError
+    from joserfc.jwk import import_key
+
+    key_type = {"R": "RSA", "P": "RSA", "E": "EC"}.get(alg[:1], "OKP")
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        value = json.loads(value)
+    if isinstance(value, Mapping):
+        value = {str(k): v for k, v in value.items()}
+        key_type = str(value.get("kty", key_type))
+    elif not isinstance(value, (str, bytes)):
+        raise ValueError("public_key is PEM text or a JWK")
+    if key_type not in ("RSA", "EC", "OKP"):
+        raise ValueError("public_key must be an RSA, EC or OKP key")
+    try:
+        key = import_key(value, cast(Literal["RSA", "EC", "OKP"], key_type))
+    except (JoseError, ValueError, TypeError) as exc:
+        raise ValueError(f"public_key is not a {key_type} key") from exc
+    if key.is_private:
+        raise ValueError("public_key must be a public key (the private one stays with the client)")
+    return key
 
 
 def _control_error(status: int, message: str) -> Fault:
@@ -1350,17 +2052,27 @@ def _add_query(url: str, params: Mapping[str, str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tokenvend.sandbox [--host H] [--port N] [--lifetime S]``: serve until
+    """``python -m tokenvend.sandbox [--host H] [--port N] [--lifetime S] [--catalogue F]``:
+    serve until
     SIGINT or SIGTERM; print the URL as the one line of output once serving."""
     parser = argparse.ArgumentParser(
         prog="python -m tokenvend.sandbox",
-        description="Sandbox token endpoints of aspose, wps365, azure, dingtalk and oauth2.",
+        description="Sandbox token endpoints of every provider of the catalogue.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     parser.add_argument("--lifetime", type=int, default=3600, help="token lifetime, seconds")
+    parser.add_argument(
+        "--catalogue", default=None, help="a providers.toml (default: the packaged one)"
+    )
     args = parser.parse_args(argv)
-    sandbox = Sandbox(args.host, args.port, token_lifetime=args.lifetime)
+    try:
+        sandbox = Sandbox(
+            args.host, args.port, token_lifetime=args.lifetime, catalogue=args.catalogue
+        )
+    except (OSError, ValueError, tomllib.TOMLDecodeError) as exc:
+        print(f"tokenvend sandbox: cannot read the catalogue: {exc}", file=sys.stderr)
+        return 1
     try:
         sandbox.start()
     except OSError as exc:

@@ -58,12 +58,12 @@ class LocalProcess:
     """One `tokenvend local` subprocess; its stdout and stderr read as they come."""
 
     def __init__(
-        self, command: list[str], *, cwd: Path = ROOT, env: dict[str, str] | None = None
+        self, command: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
     ) -> None:
         self.command = command
         self.process = subprocess.Popen(
             command,
-            cwd=cwd,
+            cwd=cwd or ROOT,
             env=clean_environment(**(env or {})),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -11,12 +11,10 @@ import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from unittest import mock
 from urllib.parse import urlsplit
 
 import pytest
 import requests
-from e2e import harness
 from e2e.harness import MODULE, PORTS, PROVIDERS, LocalProcess, secret_of, wait_for
 
 from tokenvend.catalogue_template import logical_prefix
@@ -41,8 +39,7 @@ pytestmark = pytest.mark.skipif(
 
 def start_in(directory: Path, *args: str) -> LocalProcess:
     """`tokenvend local` started from `directory`, where its .tokenvend/ goes."""
-    with mock.patch.object(harness, "ROOT", directory):
-        return LocalProcess([*MODULE, *PORTS, *args])
+    return LocalProcess([*MODULE, *PORTS, *args], cwd=directory)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +136,7 @@ def test_the_bridge_address_serves_what_loopback_serves(
     assert answer.status_code == 200 and answer.json()["ok"] is True
     # the sandbox
     calls = requests.get(f"http://{BRIDGE}:{at['sandbox']}/_sandbox/calls", timeout=10)
-    assert calls.status_code == 200 and set(calls.json()) == set(PROVIDERS)
+    assert calls.status_code == 200 and set(PROVIDERS) <= set(calls.json())
 
 
 def test_the_demo_connections_name_the_bridge_address_and_work_in_process(

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import pytest
 
 from support import TABLE, AwsFault, Stack
-from tokenvend_core import runtime
 from tokenvend_core.settings import Settings
+from tokenvend_core.vend import runtime
 from tokenvend_core.vend.vendor import Vendor
 
 DEFAULTS = Settings(table_name=TABLE)  # what a deployed function runs with

@@ -18,9 +18,9 @@ import pytest
 from support import CALLER, ROOT, TABLE, create_table
 from tokenvend.awslocal import MotoServer
 from tokenvend.template import load_template
-from tokenvend_core import runtime
 from tokenvend_core.errors import ProviderUnavailable
 from tokenvend_core.settings import Settings
+from tokenvend_core.vend import runtime
 
 
 class LambdaEndpoint(ThreadingHTTPServer):

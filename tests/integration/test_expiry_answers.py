@@ -14,7 +14,9 @@ import pytest
 
 from support import FAST, Stack, connection_secret
 from tokenvend.sandbox import Fault, Sandbox
-from tokenvend_core.catalogue.providers import Failure, build_request, spec_for, validate_secret
+from tokenvend_core.catalogue.answer import Failure
+from tokenvend_core.catalogue.request import build_request
+from tokenvend_core.catalogue.spec import spec_for, validate_secret
 from tokenvend_core.errors import ProviderUnavailable
 from tokenvend_core.refresh.endpoint import TokenEndpoint
 from tokenvend_core.tokens import Token

@@ -52,7 +52,8 @@ from tokenvend.sandbox import Sandbox
 from tokenvend.template import load_template, table_definition
 from tokenvend_core.aws.secrets import SecretStore
 from tokenvend_core.aws.store import TokenStore
-from tokenvend_core.catalogue.providers import ProviderSpec, TokenRequest, spec_for
+from tokenvend_core.catalogue.request import TokenRequest
+from tokenvend_core.catalogue.spec import ProviderSpec, spec_for
 from tokenvend_core.refresh.endpoint import RetryPolicy, TokenEndpoint
 from tokenvend_core.refresh.refresher import Refresher
 from tokenvend_core.settings import Settings

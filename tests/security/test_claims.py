@@ -27,9 +27,9 @@ from template_iam import (
 
 from support import CALLER, CLIENT_SECRET, TABLE, AwsFault, Stack
 from tokenvend.sandbox import Fault
-from tokenvend_core import runtime
 from tokenvend_core.aws.store import PUBLIC
 from tokenvend_core.settings import Settings
+from tokenvend_core.vend import runtime
 
 KMS_KEY = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from support import Stack
-from tokenvend_core.catalogue.providers import build_request, spec_for, validate_secret
+from tokenvend_core.catalogue.request import build_request
+from tokenvend_core.catalogue.spec import spec_for, validate_secret
 from tokenvend_core.errors import InvalidRequest
 from tokenvend_core.settings import Settings, SettingsError
 

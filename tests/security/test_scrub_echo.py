@@ -17,14 +17,9 @@ import pytest
 
 from support import FAST, REDIRECT_URI, Stack, connection_secret, secret_forms
 from tokenvend.sandbox import Fault, Sandbox
-from tokenvend_core.catalogue.providers import (
-    CLIENT_AUTHS,
-    Failure,
-    build_request,
-    scrub,
-    spec_for,
-    validate_secret,
-)
+from tokenvend_core.catalogue.answer import Failure, scrub
+from tokenvend_core.catalogue.request import build_request
+from tokenvend_core.catalogue.spec import CLIENT_AUTHS, spec_for, validate_secret
 from tokenvend_core.errors import ProviderRejected, ProviderUnavailable
 from tokenvend_core.refresh.endpoint import TokenEndpoint
 

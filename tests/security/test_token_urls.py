@@ -11,7 +11,8 @@ import pytest
 from urllib3.util import parse_url
 
 from support import Stack
-from tokenvend_core.catalogue.providers import build_request, spec_for, validate_secret
+from tokenvend_core.catalogue.request import build_request
+from tokenvend_core.catalogue.spec import spec_for, validate_secret
 from tokenvend_core.errors import InvalidRequest
 
 BASE = {"client_id": "c", "client_secret": "SECRET-url-test"}

@@ -95,7 +95,7 @@ def main() -> None:
 
     from support import ENV, PROVIDERS, REDIRECT_URI, build_stack, create_table
     from tokenvend.sandbox import Fault, Sandbox
-    from tokenvend_core.catalogue.providers import CLIENT_AUTHS
+    from tokenvend_core.catalogue.spec import CLIENT_AUTHS
     from tokenvend_core.refresh.endpoint import RetryPolicy, TokenEndpoint
     from tokenvend_core.tokens import sha256_hex
 

@@ -54,3 +54,7 @@ def test_refresh_bodies() -> None:
     for bad in ("[", "[]", '"x"', '{"rejected_token_sha256": 5}', "{" * 5000, "@@@"):
         with pytest.raises(InvalidRequest):
             parse_refresh_body(bad, is_base64=bad == "@@@")
+    # A "base64" body that is not even ASCII, or decodes to bytes that are not UTF-8
+    for bad in ("\x80", "é", base64.b64encode(b"\xff\xfe").decode()):
+        with pytest.raises(InvalidRequest, match="JSON"):
+            parse_refresh_body(bad, is_base64=True)

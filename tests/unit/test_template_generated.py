@@ -128,3 +128,20 @@ def test_the_readme_table_is_the_one_the_catalogue_makes() -> None:
     assert readme == readme_with_table(readme, catalogue), "run `make template`"
     for name in catalogue:
         assert f"| `{name}` |" in readme
+
+
+def test_the_local_stack_refuses_a_stale_template(tmp_path: Path) -> None:
+    from tokenvend.local.stack import LocalStack, Options, StartError
+
+    # Given a checkout whose catalogue gained an entry after its template was made
+    catalogue = tmp_path / "layers/core/tokenvend_core/catalogue/providers.toml"
+    catalogue.parent.mkdir(parents=True)
+    catalogue.write_text(catalogue_text(ROOT) + ENTRY)
+    (tmp_path / "template.yaml.j2").write_text((ROOT / "template.yaml.j2").read_text())
+    (tmp_path / "template.yaml").write_text((ROOT / "template.yaml").read_text())
+
+    # When the local stack starts on it, it says what to run, before starting anything
+    stack = LocalStack(Options(template=tmp_path / "template.yaml"))
+    with pytest.raises(StartError, match="make template"):
+        stack.start()
+    assert stack.moto is None

@@ -77,7 +77,7 @@ def parse_refresh_body(body: str | None, is_base64: bool = False) -> str | None:
 
         try:
             body = base64.b64decode(body, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, ValueError):  # not base64 (or not ASCII), or not UTF-8
             raise InvalidRequest("the body must be JSON") from None
     if len(body) > MAX_BODY:
         raise InvalidRequest("the body is too large")

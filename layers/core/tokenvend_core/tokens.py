@@ -6,7 +6,7 @@ import base64
 import binascii
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +14,9 @@ from typing import Any
 @dataclass(frozen=True, slots=True)
 class Token:
     """An access token as a provider issued it. `refresh_token` never leaves the provider
-    function except into the connection's secret."""
+    function except into the connection's secret. `extra` holds the answer's fields that the
+    provider's catalogue entry passes through to callers (`passthrough`), never a secret:
+    short strings, numbers and booleans, keyed by the field's path as the entry writes it."""
 
     access_token: str
     token_type: str
@@ -22,6 +24,7 @@ class Token:
     scope: str | None = None
     refresh_token: str | None = None
     refresh_expires_at: int | None = None
+    extra: dict[str, str | int | float | bool] = field(default_factory=dict, hash=False)
 
     def __repr__(self) -> str:  # never print a token, whatever prints this object
         return f"Token(token_type={self.token_type!r}, expires_at={self.expires_at})"

@@ -38,8 +38,14 @@ def demo_connection(
     the sandbox's URLs at `base_url` instead of its own when given."""
     attrs, secret = _demo_connection(provider, sandbox)
     if base_url and base_url != sandbox.url:
+        rewritten = {
+            "token_url",
+            "redirect_uri",
+            "authority_host",
+            *sandbox.endpoint_fields(provider),
+        }
         for values in (attrs, secret):
-            for name in ("token_url", "redirect_uri", "authority_host"):
+            for name in rewritten:
                 if isinstance(values.get(name), str) and values[name].startswith(sandbox.url):
                     values[name] = base_url + values[name][len(sandbox.url) :]
     return attrs, secret
@@ -66,8 +72,11 @@ def _demo_connection(provider: str, sandbox: Sandbox) -> tuple[dict[str, Any], d
     elif provider == "oauth2":
         attrs["scope"] = OAUTH2_SCOPE
         secret.update(token_url=sandbox.token_url("oauth2"), scope=OAUTH2_SCOPE)
-    else:
-        raise DemoError(f"the sandbox has no {provider} endpoint")
+    else:  # any other catalogue entry: the sandbox speaks its dialect from its data
+        try:
+            attrs, secret = sandbox.demo_connection(provider, client_id)
+        except ValueError as exc:
+            raise DemoError(str(exc)) from None
     return attrs, secret
 
 
@@ -80,26 +89,37 @@ def set_up(
     lambda_client: Any,
     base_url: str | None = None,
 ) -> list[str]:
-    """Register, store and (wps365) authorize the demo connection of every provider that
-    has both a function and a sandbox endpoint; returns those providers."""
+    """Register, store and (for an authorization code grant) authorize the demo connection
+    of every provider that has both a function and a sandbox endpoint; returns those
+    providers."""
     ready = []
     for provider, function_name in provider_functions.items():
-        attrs, value = demo_connection(provider, sandbox, base_url)
-        sandbox.register(provider, value["client_id"], value["client_secret"], **attrs)
+        try:
+            attrs, value = demo_connection(provider, sandbox, base_url)
+        except DemoError as exc:  # e.g. a client certificate, which plain http cannot carry
+            log("no demo connection", provider=provider, reason=str(exc))
+            continue
+        sandbox.register(provider, value["client_id"], value.get("client_secret", ""), **attrs)
         secretsmanager.create_secret(
             Name=f"{secrets_prefix}{provider}/{CONNECTION}",
             Description=f"tokenvend local: the {provider} demo connection (sandbox)",
             SecretString=json.dumps(value),
         )
-        if provider == "wps365":
-            _authorize(sandbox, lambda_client, function_name, value)
+        if sandbox.dialect(provider).grant == "authorization_code":
+            _authorize(sandbox, lambda_client, provider, function_name, value)
         ready.append(provider)
     log("demo connections ready", connection=CONNECTION, providers=ready)
     return ready
 
 
-def _authorize(sandbox: Sandbox, lambda_client: Any, function_name: str, value: dict[str, Any]):
-    code = sandbox.authorize(value["client_id"], value["redirect_uri"])
+def _authorize(
+    sandbox: Sandbox,
+    lambda_client: Any,
+    provider: str,
+    function_name: str,
+    value: dict[str, Any],
+) -> None:
+    code = sandbox.authorize(value["client_id"], value["redirect_uri"], provider=provider)
     event = {
         "action": "authorize",
         "connection": CONNECTION,
@@ -111,4 +131,4 @@ def _authorize(sandbox: Sandbox, lambda_client: Any, function_name: str, value: 
     if answer.get("FunctionError") or not isinstance(result, dict) or not result.get("ok"):
         error = (result or {}).get("error") if isinstance(result, dict) else None
         detail = f"{error.get('code')}: {error.get('message')}" if isinstance(error, dict) else ""
-        raise DemoError(f"the wps365 demo connection could not be authorized ({detail})")
+        raise DemoError(f"the {provider} demo connection could not be authorized ({detail})")

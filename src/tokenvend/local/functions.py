@@ -35,10 +35,10 @@ from typing import Any
 from ..template import Stack, TemplateError
 from .log import log
 
-# What a function module keeps its objects in, and what builds them (tokenvend_core.runtime).
-# The handlers build these lazily from the environment; here they are built eagerly, each
-# under its own function's environment.
-_BUILDERS = {"_vendor": "build_vendor", "_refresher": "build_refresher"}
+# What a function module keeps its objects in, and its function that builds them on first
+# use from the environment; here they are built eagerly, each under its own function's
+# environment.
+_BUILDERS = {"_vendor": "vendor", "_refresher": "refresher"}
 _ENV_LOCK = threading.Lock()
 # What the local stack sets for every function itself, process-wide (stack.py): where AWS
 # and the Lambda endpoint are, and which token URLs may be plain HTTP.
@@ -75,22 +75,45 @@ class Invocation:
 
 
 class LambdaContext:
-    """What the Lambda Python runtime passes as `context`."""
+    """What the Lambda Python runtime passes as `context`: the function's name, ARN, memory,
+    the request's id, and the time left, which runs down on `clock` from `timeout_ms`.
 
-    def __init__(self, function: LocalFunction, request_id: str) -> None:
-        self.function_name = function.name
+    The one such object for the local stack, the tests and the benchmarks: those that need
+    the time left to stay put (so that a run never defers for the machine's speed) pass
+    `stopped` as the clock."""
+
+    def __init__(
+        self,
+        function_name: str,
+        timeout_ms: int = 60_000,
+        *,
+        arn: str | None = None,
+        memory_limit_in_mb: int = 512,
+        request_id: str | None = None,
+        log_stream_name: str = "local",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.function_name = function_name
         self.function_version = "$LATEST"
-        self.invoked_function_arn = function.arn
-        self.memory_limit_in_mb = function.memory_size
-        self.aws_request_id = request_id
-        self.log_group_name = f"/aws/lambda/{function.name}"
-        self.log_stream_name = function.log_stream
+        self.invoked_function_arn = (
+            arn or f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}"
+        )
+        self.memory_limit_in_mb = memory_limit_in_mb
+        self.aws_request_id = request_id or str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = log_stream_name
         self.identity = None
         self.client_context = None
-        self._deadline = time.monotonic() + function.timeout
+        self._clock = clock
+        self._deadline_ms = clock() * 1000 + timeout_ms
 
     def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
+        return max(0, int(self._deadline_ms - self._clock() * 1000))
+
+
+def stopped() -> float:
+    """A clock that does not move: a LambdaContext on it keeps the time left it was given."""
+    return 0.0
 
 
 class LocalFunction:
@@ -166,7 +189,14 @@ class LocalFunction:
         if self._handler is None:
             raise RuntimeError(f"{self.name} is not loaded")
         request_id = request_id or str(uuid.uuid4())
-        context = LambdaContext(self, request_id)
+        context = LambdaContext(
+            self.name,
+            self.timeout * 1000,
+            arn=self.arn,
+            memory_limit_in_mb=self.memory_size,
+            request_id=request_id,
+            log_stream_name=self.log_stream,
+        )
         started = time.monotonic()
         error: str | None = None
         try:
@@ -282,14 +312,9 @@ class LocalFunction:
 
 
 def _build_objects(module: ModuleType) -> None:
-    if not any(hasattr(module, attribute) for attribute in _BUILDERS):
-        return
-    from tokenvend_core import runtime
-    from tokenvend_core.settings import Settings
-
     for attribute, builder in _BUILDERS.items():
         if hasattr(module, attribute) and getattr(module, attribute) is None:
-            setattr(module, attribute, getattr(runtime, builder)(Settings.from_env()))
+            getattr(module, builder)()
 
 
 def functions_of(stack: Stack, root: Path) -> dict[str, LocalFunction]:

@@ -325,13 +325,14 @@ class LocalStack:
         }
 
     def _start_sandbox(self) -> None:
-        from ..sandbox import PROVIDERS, Sandbox
+        from ..sandbox import Sandbox
 
         port = self.options.sandbox_port
         self.sandbox = _listen("--sandbox-port", port, lambda: Sandbox(HOST, port).start())
         sandbox_port = int(self.sandbox.url.rsplit(":", 1)[1])
         self._relay("--sandbox-port", sandbox_port, "sandbox")
-        providers = {p: f for p, f in self.provider_functions().items() if p in PROVIDERS}
+        served = set(self.sandbox.providers)
+        providers = {p: f for p, f in self.provider_functions().items() if p in served}
         try:
             self.demo_providers = demo.set_up(
                 self.sandbox,

@@ -26,8 +26,8 @@ _CONDITION_NAMES = {
 TTL_GRACE = 86400
 # What the vend function reads: never the fallback copy of a refresh token.
 PUBLIC = (
-    "provider", "connection", "access_token", "token_type", "scope", "expires_at", "version",
-    "refreshed_at", "allowed_principals",
+    "provider", "connection", "access_token", "token_type", "scope", "extra", "expires_at",
+    "version", "refreshed_at", "allowed_principals",
 )  # fmt: skip
 _IN_FLIGHT = ("grant_in_flight", "grant_in_flight_at")
 # The fallback copy of a rotated refresh token, and what it is ahead of: the secret version
@@ -39,7 +39,7 @@ _PENDING = (
     "pending_base_sha256",
 )
 # A retired connection (its secret awaits deletion) keeps only its key and its fallback.
-_TOKEN = ("access_token", "token_type", "scope", "expires_at", "refreshed_at", "ttl")
+_TOKEN = ("access_token", "token_type", "scope", "extra", "expires_at", "refreshed_at", "ttl")
 
 _HEALTH = (
     "lease_owner",
@@ -63,6 +63,8 @@ class ConnectionState:
     access_token: str | None = None
     token_type: str = "Bearer"  # noqa: S105 - a token type, not a credential
     scope: str | None = None
+    # The answer fields the provider's catalogue entry passes through (Token.extra).
+    extra: dict[str, Any] = field(default_factory=dict)
     expires_at: int = 0
     version: int = 0
     refreshed_at: float = 0.0
@@ -136,6 +138,7 @@ def state_from_item(item: dict[str, Any]) -> ConnectionState:
         access_token=item.get("access_token"),
         token_type=item.get("token_type") or "Bearer",
         scope=item.get("scope"),
+        extra={name: _num(value) for name, value in (item.get("extra") or {}).items()},
         expires_at=int(_num(item.get("expires_at"))),
         version=int(_num(item.get("version"))),
         refreshed_at=float(_num(item.get("refreshed_at"))),
@@ -344,10 +347,15 @@ class TokenStore:
             "refreshed_at": _dec(now),
             "ttl": token.expires_at + TTL_GRACE,
         }
-        remove = ["scope", "allowed_principals", "secret_version", *_HEALTH, *_IN_FLIGHT]
+        remove = ["scope", "extra", "allowed_principals", "secret_version", *_HEALTH, *_IN_FLIGHT]
         remove.remove("last_attempt_at")
         if token.scope:
             set_["scope"] = token.scope
+        if token.extra:
+            set_["extra"] = {
+                name: _dec(value) if isinstance(value, float) else value
+                for name, value in token.extra.items()
+            }
         if secret_version:
             set_["secret_version"] = secret_version
         if allowed_principals is not None:

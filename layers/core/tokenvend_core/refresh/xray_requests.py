@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
-from tokenvend_core.catalogue.providers import safe_url
+from tokenvend_core.catalogue.urls import safe_url
 
 if TYPE_CHECKING:
     import requests
@@ -47,15 +47,19 @@ def send(
     json: dict[str, str] | None,
     headers: dict[str, str],
     timeout: tuple[float, float],
+    cert: tuple[str, str] | None = None,
+    verify: str | None = None,
 ) -> requests.Response:
-    """POST as `session.post(..., allow_redirects=False)` would, without `Session.request`."""
+    """POST as `session.post(..., allow_redirects=False, cert=cert, verify=verify)` would,
+    without `Session.request`. `cert` is a TLS client certificate's (certificate file, key
+    file); `verify`, a CA bundle to trust instead of requests' own choice (None keeps it)."""
     import requests
 
     request = requests.Request(
         method="POST", url=url, headers=headers, data=data or {}, json=json, params=params or {}
     )
     prepared = session.prepare_request(request)
-    settings = session.merge_environment_settings(prepared.url, {}, None, None, None)
+    settings = session.merge_environment_settings(prepared.url, {}, None, verify, cert)
     return session.send(prepared, timeout=timeout, allow_redirects=False, **settings)
 
 

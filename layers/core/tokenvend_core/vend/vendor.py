@@ -54,6 +54,7 @@ class Vended:
         }
         if state.scope:
             out["scope"] = state.scope
+        out["extra"] = dict(state.extra)
         if self.stale_error is not None:
             out["stale"] = True
             out["refresh_error"] = {

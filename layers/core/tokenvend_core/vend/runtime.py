@@ -1,19 +1,16 @@
-"""Wiring: the objects each function needs, built once per container from its settings."""
+"""The vend function's wiring: its objects, built once per container from its settings.
+
+Only the table and the Lambda client: the vend function holds no secret and never calls a
+token endpoint, so nothing of the refresh side is imported here (tests/unit/test_layout.py).
+"""
 
 from __future__ import annotations
-
-import os
-from typing import TYPE_CHECKING
 
 from tokenvend_core.aws.clients import client
 from tokenvend_core.aws.store import TokenStore
 from tokenvend_core.settings import Settings
 from tokenvend_core.vend.invoker import LambdaInvoker
 from tokenvend_core.vend.vendor import Vendor
-
-if TYPE_CHECKING:
-    from tokenvend_core.refresh.refresher import Refresher
-
 
 # The vend function's worst case, in seconds, which its Timeout in template.yaml exceeds:
 # table reads of at most two tries of CONNECT + TABLE_READ each, and one provider invocation
@@ -51,33 +48,4 @@ def build_vendor(settings: Settings) -> Vendor:
         memory_seconds=settings.memory_cache,
         skew=settings.clock_skew,
         invoke_seconds=INVOKE_WORST,
-    )
-
-
-def build_refresher(settings: Settings) -> Refresher:
-    # The refresh side's imports (requests, the providers) are the provider function's own:
-    # the vend function never pays for them at cold start.
-    from tokenvend_core.aws.secrets import SecretStore
-    from tokenvend_core.catalogue.providers import spec_for
-    from tokenvend_core.observability import tracer
-    from tokenvend_core.refresh.endpoint import TokenEndpoint, pooled_session
-    from tokenvend_core.refresh.fanout import SqsFanout
-    from tokenvend_core.refresh.refresher import Refresher
-
-    if not settings.provider:
-        raise ValueError("PROVIDER is not set")
-    tracer.patch(["requests"])  # trace the token endpoints' HTTP as well
-    fanout = None
-    if settings.fanout_queue_url:
-        fanout = SqsFanout(client("sqs"), settings.fanout_queue_url)
-    return Refresher(
-        spec_for(settings.provider),
-        settings,
-        SecretStore(client("secretsmanager"), settings.secrets_prefix),
-        TokenStore(client("dynamodb"), settings.table_name),
-        TokenEndpoint(pooled_session(settings.schedule_concurrency)),
-        fanout=fanout,
-        owner=os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
-        or os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
-        or "local",
     )

@@ -1,0 +1,38 @@
+"""Redeeming an authorization code (providers whose grant is a refresh token, as wps365):
+the operator's code, for the connection's own redirect URI, exchanged under the lease
+without the cool-down. What the exchange answers is kept as any rotation is (`rotation`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tokenvend_core.aws.store import ConnectionState
+from tokenvend_core.errors import InvalidRequest
+from tokenvend_core.refresh import attempt, lease
+
+if TYPE_CHECKING:
+    from tokenvend_core.refresh.refresher import Refresher
+
+
+def authorize(
+    refresher: Refresher, connection: str, code: str, redirect_uri: str | None = None
+) -> ConnectionState:
+    if not refresher.spec.uses_refresh_token:
+        raise InvalidRequest(f"{refresher.provider} does not take authorization codes")
+    if not isinstance(code, str) or not code.strip() or len(code) > 4096:
+        raise InvalidRequest("code must be the authorization code from the redirect")
+    if redirect_uri is not None and not isinstance(redirect_uri, str):
+        raise InvalidRequest("redirect_uri must be a string")
+    secret, config = refresher.read_secret(connection)
+    if redirect_uri is not None and redirect_uri != config.get("redirect_uri"):
+        # A code redeemed for another redirect URI would bind the connection to whoever
+        # controls that URI: only the operator, through the secret, chooses it.
+        raise InvalidRequest(
+            "redirect_uri must be the connection's own (its secret's redirect_uri); "
+            "put a new secret version to change it"
+        )
+    owner = refresher.new_owner()
+    state = lease.take_for_code(refresher, connection, owner)
+    return attempt.run(
+        refresher, connection, owner, secret, config, state, code=code, redirect_uri=redirect_uri
+    )
