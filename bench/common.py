@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from tokenvend.awslocal import OFFLINE_ENV
 from tokenvend.local import functions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,14 +34,7 @@ LAMBDA_VCPU_AT_512MB = 512 / 1769
 
 # Loopback only, fake credentials, X-Ray off (no daemon to reach), Powertools as deployed.
 ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-    "POWERTOOLS_TRACE_DISABLED": "1",
-    "POWERTOOLS_SERVICE_NAME": "tokenvend",
-    "POWERTOOLS_METRICS_NAMESPACE": "tokenvend",
+    **OFFLINE_ENV,
     "POWERTOOLS_LOG_LEVEL": "INFO",
     "TABLE_NAME": TABLE,
     "PROVIDER_FUNCTION_PREFIX": FUNCTION_PREFIX,

@@ -47,6 +47,14 @@ def sandbox() -> Iterator[Sandbox]:
         yield running
 
 
+@pytest.fixture(scope="module")
+def module_sandbox() -> Iterator[Sandbox]:
+    """One sandbox for all of a module's tests, for modules that talk to it many times: such
+    a module makes its `sandbox` this one, cleared (`reset`) before each test."""
+    with Sandbox() as running:
+        yield running
+
+
 @pytest.fixture
 def aws() -> Iterator[None]:
     """moto in this process, with the token table of template.yaml."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -15,30 +16,26 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 import boto3
+import requests
 from botocore.exceptions import ClientError
+from hypothesis import strategies as st
 
+from tokenvend.awslocal import OFFLINE_ENV
 from tokenvend.local import functions
 from tokenvend.sandbox import Sandbox
 from tokenvend.template import load_template, table_definition
 from tokenvend_core.aws.secrets import SecretStore
 from tokenvend_core.aws.store import TokenStore
-from tokenvend_core.catalogue.spec import spec_for
+from tokenvend_core.catalogue.request import build_request
+from tokenvend_core.catalogue.spec import ProviderSpec, spec_for, validate_secret
 from tokenvend_core.refresh.endpoint import RetryPolicy, TokenEndpoint
 from tokenvend_core.refresh.refresher import Refresher
 from tokenvend_core.settings import Settings
+from tokenvend_core.tokens import Token
 from tokenvend_core.vend.invoker import LambdaInvoker
 from tokenvend_core.vend.vendor import Vendor
 
-ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-    "POWERTOOLS_TRACE_DISABLED": "1",
-    "POWERTOOLS_SERVICE_NAME": "tokenvend",
-    "POWERTOOLS_METRICS_NAMESPACE": "tokenvend",
-}
+ENV = dict(OFFLINE_ENV)
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"
@@ -139,6 +136,31 @@ class InProcessInvoker(LambdaInvoker):
 FAST = RetryPolicy(base=0.01, cap=0.05, max_tries=4, connect_timeout=1.0, read_timeout=1.0)
 
 
+def token_for_drawn_connection(
+    sandbox: Sandbox, name: str, spec: ProviderSpec, data: st.DataObject
+) -> Token:
+    """Given a client registered with the sandbox for the catalogue entry `name`, and a
+    connection whose url fields are any values the entry's patterns allow (drawn from
+    `data`): the token tokenvend builds, sends and reads for it, which must be a token with
+    every passed-through field."""
+    client_id = f"client-{name}-{data.draw(st.integers(0, 10**6))}"
+    attrs, secret = sandbox.demo_connection(name, client_id)
+    for field, pattern in spec.url_fields.items():
+        secret[field] = data.draw(st.from_regex(rf"\A(?:{pattern})\Z"), label=field)
+        if field in attrs:  # a path field: the client exists at its path only
+            attrs[field] = secret[field]
+    sandbox.register(name, client_id, secret.get("client_secret", ""), **attrs)
+    checked = validate_secret(spec, secret, allow_http_loopback=True)
+    request = build_request(spec, checked, allow_http_loopback=True)
+    policy = RetryPolicy(base=0.01, cap=0.02, max_tries=2, connect_timeout=2, read_timeout=3)
+    outcome = TokenEndpoint(policy=policy).fetch(
+        spec, request, deadline=time.monotonic() + 10, default_lifetime=3300
+    )
+    assert isinstance(outcome, Token), getattr(outcome, "error", outcome)
+    assert set(outcome.extra) == set(spec.passthrough)
+    return outcome
+
+
 @dataclass
 class Stack:
     """One deployment's worth of parts, on moto and the sandbox."""
@@ -221,6 +243,26 @@ def connection_secret(sandbox: Sandbox, provider: str, connection: str) -> dict[
     else:
         base.update(token_url=sandbox.token_url("oauth2"), scope="read write")
     return base
+
+
+def redeem_out_of_band(sandbox: Sandbox, client_id: str, client_secret: str) -> str:
+    """An operator's own authorization at the sandbox's wps365, outside tokenvend: a fresh
+    grant's refresh token."""
+    code = sandbox.authorize(client_id, REDIRECT_URI)
+    answer = requests.post(
+        sandbox.token_url("wps365"),
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "client_id": client_id,
+            "client_secret": client_secret,
+        },
+        timeout=5,
+    )
+    refresh_token = answer.json()["refresh_token"]
+    assert isinstance(refresh_token, str)
+    return refresh_token
 
 
 def create_table(client: Any, name: str = TABLE) -> None:

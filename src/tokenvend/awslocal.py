@@ -13,6 +13,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Self
 
+# The environment in which boto3 and Powertools run in one process against moto, with no AWS
+# account: moto's fake keys (not a credential), a region, and Powertools as deployed but with
+# no X-Ray daemon to reach. The tests and the benchmarks start from it.
+OFFLINE_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",  # nosec B105
+    "AWS_SESSION_TOKEN": "testing",  # nosec B105
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "POWERTOOLS_TRACE_DISABLED": "1",
+    "POWERTOOLS_SERVICE_NAME": "tokenvend",
+    "POWERTOOLS_METRICS_NAMESPACE": "tokenvend",
+}
+
 
 class WsgiServer:
     """A werkzeug server for a WSGI application, on a socket bound here: a busy port is an

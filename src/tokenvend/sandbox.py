@@ -997,7 +997,7 @@ class Sandbox:
             names.add("passthrough")
         return frozenset(names)
 
-    def register(
+    def register(  # nosec B107: "" is "no secret" (a key or certificate client)
         self, provider: str, client_id: str, client_secret: str = "", **attrs: Any
     ) -> None:
         """Register (or replace) a client.
@@ -1192,7 +1192,7 @@ class Sandbox:
         return (
             client is not None
             and secret is not None
-            and client.client_secret != ""  # a client registered without one has none
+            and client.client_secret != ""  # nosec B105: a client registered without one
             and hmac.compare_digest(client.client_secret.encode(), secret.encode())
         )
 
@@ -1283,9 +1283,9 @@ class Sandbox:
         )
         takes_body = auth != "client_secret_basic" or quirks.also_post
         place = {
-            "client_secret_basic": "HTTP Basic",
+            "client_secret_basic": "HTTP Basic",  # nosec B105: where, not what
             "client_secret_post": f"the {dialect.auth_for(rec.path)[1]} parameters",
-            "client_secret_query": "the query string",
+            "client_secret_query": "the query string",  # nosec B105: where, not what
         }[auth]
         if header and basic is None and takes_basic:
             return refuse("invalid_client", "malformed HTTP Basic credentials", 401)
@@ -1862,7 +1862,7 @@ class _Handler(BaseHTTPRequestHandler):
                 client_id, secret = args.pop("client_id", None), args.pop("client_secret", None)
                 keyed = {"private_key_jwt", "tls_client_auth"}
                 if secret is None and keyed & sandbox.dialect(parts[1]).client_auths:
-                    secret = ""
+                    secret = ""  # nosec B105: a key or certificate client has no secret
                 if not isinstance(client_id, str) or not isinstance(secret, str):
                     return _control_error(400, "client_id and client_secret are required")
                 sandbox.register(parts[1], client_id, secret, **args)

@@ -9,9 +9,8 @@ from collections.abc import Callable
 
 import boto3
 import pytest
-import requests
 
-from support import CALLER, REDIRECT_URI, AwsFault, Stack, build_stack
+from support import CALLER, REDIRECT_URI, AwsFault, Stack, build_stack, redeem_out_of_band
 from tokenvend.sandbox import Fault
 from tokenvend_core.errors import ProviderUnavailable
 from tokenvend_core.need import Need
@@ -137,14 +136,6 @@ def test_authorize_takes_no_redirect_uri_but_the_connections_own(stack: Stack) -
 # -- the fallback refresh token against whatever supersedes it --------------------------------
 
 
-@pytest.fixture
-def wps(stack: Stack) -> Stack:
-    stack.connect("wps365")
-    stack.authorize()
-    stack.refreshers["wps365"]._sleep = lambda _: None
-    return stack
-
-
 def _grant_in_secret(stack: Stack) -> str | None:
     secret = stack.secrets.get("wps365", "demo")
     assert secret is not None
@@ -164,6 +155,16 @@ def _rotate_into_fallback(stack: Stack) -> str:
     return state.pending_refresh_token
 
 
+def _assert_a_refresh_spends(stack: Stack, grant: str | None) -> None:
+    """A forced refresh spends `grant` (the provider rotates it into the secret), and the
+    fallback it superseded is gone."""
+    status, body, _ = stack.vend("POST", "wps365", body=None)
+    assert status == 200 and "stale" not in body
+    assert _grant_in_secret(stack) == _live_grant(stack) != grant
+    state = stack.tokens.get("wps365", "demo", consistent=True)
+    assert state is not None and state.pending_refresh_token is None
+
+
 def test_an_authorization_supersedes_the_fallback_refresh_token(wps: Stack) -> None:
     """Defect: pending_refresh_token outlived a successful authorize; the next refresh moved
     the old grant over the new one and spent it."""
@@ -172,12 +173,8 @@ def test_an_authorization_supersedes_the_fallback_refresh_token(wps: Stack) -> N
     assert wps.authorize()["ok"] is True
     new_grant = _grant_in_secret(wps)
     assert new_grant == _live_grant(wps)
-    status, body, _ = wps.vend("POST", "wps365", body=None)
-    assert status == 200 and "stale" not in body
     # The new grant was spent (and rotated), not the superseded one.
-    assert _grant_in_secret(wps) == _live_grant(wps) != new_grant
-    state = wps.tokens.get("wps365", "demo", consistent=True)
-    assert state is not None and state.pending_refresh_token is None
+    _assert_a_refresh_spends(wps, new_grant)
 
 
 def test_an_operators_new_version_with_the_old_grant_keeps_the_fallback(wps: Stack) -> None:
@@ -199,25 +196,11 @@ def test_an_operators_new_grant_supersedes_the_fallback(wps: Stack) -> None:
     _rotate_into_fallback(wps)
     secret = wps.secrets.get("wps365", "demo")
     assert secret is not None
-    code = wps.sandbox.authorize(secret.value["client_id"], REDIRECT_URI)
-    answer = requests.post(
-        wps.sandbox.token_url("wps365"),
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": REDIRECT_URI,
-            "client_id": secret.value["client_id"],
-            "client_secret": secret.value["client_secret"],
-        },
-        timeout=5,
-    ).json()
-    seeded = answer["refresh_token"]
+    seeded = redeem_out_of_band(
+        wps.sandbox, secret.value["client_id"], secret.value["client_secret"]
+    )
     wps.put_secret("wps365", "demo", {**secret.value, "refresh_token": seeded})
-    status, body, _ = wps.vend("POST", "wps365", body=None)
-    assert status == 200 and "stale" not in body
-    assert _grant_in_secret(wps) == _live_grant(wps) != seeded
-    state = wps.tokens.get("wps365", "demo", consistent=True)
-    assert state is not None and state.pending_refresh_token is None
+    _assert_a_refresh_spends(wps, seeded)
 
 
 def test_a_secret_restored_after_deletion_keeps_its_fallback_refresh_token(wps: Stack) -> None:

@@ -25,14 +25,6 @@ def issued_grant(stack: Stack) -> str:
     return grant
 
 
-@pytest.fixture
-def wps(stack: Stack) -> Stack:
-    stack.connect("wps365")
-    stack.authorize()
-    stack.refreshers["wps365"]._sleep = lambda _: None
-    return stack
-
-
 def test_a_failed_secret_write_is_retried(wps: Stack) -> None:
     fault = AwsFault(wps.secrets._client, "PutSecretValue", "InternalServiceError", times=2)
     status, body, _ = wps.vend("POST", "wps365", body=None)

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import json
 import os
 import ssl
 import stat
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from servers import LoopbackServer, send_json
 from tokenvend_core.catalogue.answer import Failure
 from tokenvend_core.catalogue.request import build_request, secret_forms
 from tokenvend_core.catalogue.spec import ProviderSpec, parse_catalogue, validate_secret
@@ -126,10 +125,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     )
 
 
-class MtlsServer:
+class MtlsServer(LoopbackServer):
     """A token endpoint that speaks only TLS with a client certificate from the test's CA.
     It records each HTTP request it gets (with the peer's certificate subject), and each
     handshake it refuses; `during` runs inside the handler, while the client waits."""
+
+    scheme = "https"
 
     def __init__(self, pki: Pki, tmp: Path) -> None:
         issued = pki.ca.issue("127.0.0.1", server=True)
@@ -144,32 +145,7 @@ class MtlsServer:
         self.during: Any = None
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                peer = self.connection.getpeercert()
-                subject = dict(pair[0] for pair in peer["subject"]) if peer else {}
-                outer.requests.append(
-                    {
-                        "form": {k: v[0] for k, v in parse_qs(body.decode()).items()},
-                        "authorization": self.headers.get("Authorization"),
-                        "subject": subject.get("commonName"),
-                        "during": outer.during() if outer.during else None,
-                    }
-                )
-                payload = json.dumps({"access_token": "tok-mtls", "expires_in": 3600}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
         class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
             def finish_request(self, request: Any, client_address: Any) -> None:
                 try:  # the handshake, in the request's own thread
                     request = context.wrap_socket(request, server_side=True)
@@ -181,16 +157,22 @@ class MtlsServer:
             def handle_error(self, request: Any, client_address: Any) -> None:
                 outer.refused.append("error")
 
-        self.httpd = Server(("127.0.0.1", 0), Handler)
-        self.url = f"https://127.0.0.1:{self.httpd.server_address[1]}/oauth2/token"
+        self.serve(Server)
+        self.url = f"{self.base_url}/oauth2/token"
 
-    def __enter__(self) -> MtlsServer:
-        threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def handle(self, http: BaseHTTPRequestHandler) -> None:
+        body = http.rfile.read(int(http.headers.get("Content-Length") or 0))
+        peer = http.connection.getpeercert()
+        subject = dict(pair[0] for pair in peer["subject"]) if peer else {}
+        self.requests.append(
+            {
+                "form": {k: v[0] for k, v in parse_qs(body.decode()).items()},
+                "authorization": http.headers.get("Authorization"),
+                "subject": subject.get("commonName"),
+                "during": self.during() if self.during else None,
+            }
+        )
+        send_json(http, 200, {"access_token": "tok-mtls", "expires_in": 3600})
 
 
 @pytest.fixture
@@ -204,24 +186,20 @@ def trusting(pki: Pki) -> TokenEndpoint:
     return TokenEndpoint(policy=FAST, ca_bundle=str(pki.ca_file))
 
 
-SPEC = parse_catalogue(
-    """
-[mtls]
+def entry(name: str, client_auth: str) -> ProviderSpec:
+    """A client-credentials catalogue entry with this client authentication."""
+    text = f"""
+[{name}]
 docs = "https://docs.example.com/mtls"
 grant = "client_credentials"
 required = ["token_url", "client_id", "client_secret"]
-client_auth = "tls_client_auth"
+client_auth = "{client_auth}"
 """
-)["mtls"]
-BASIC = parse_catalogue(
-    """
-[both]
-docs = "https://docs.example.com/mtls"
-grant = "client_credentials"
-required = ["token_url", "client_id", "client_secret"]
-client_auth = "client_secret_basic"
-"""
-)["both"]
+    return parse_catalogue(text)[name]
+
+
+SPEC = entry("mtls", "tls_client_auth")
+BASIC = entry("both", "client_secret_basic")
 
 
 def fetch(spec: ProviderSpec, secret: dict[str, Any], endpoint: TokenEndpoint) -> Token | Failure:

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
@@ -20,6 +19,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
+from servers import LoopbackServer, send_json
 from tokenvend_core.catalogue.answer import Failure
 from tokenvend_core.catalogue.request import JWT_BEARER, build_request
 from tokenvend_core.catalogue.spec import ProviderSpec, parse_catalogue, validate_secret
@@ -52,57 +52,37 @@ class Seen:
 Answer = tuple[int, dict[str, Any]]
 
 
-class TokenServer:
+class TokenServer(LoopbackServer):
     """A token endpoint on 127.0.0.1 that records every request and answers with what the
     test queued (or a token when nothing is queued)."""
 
     def __init__(self) -> None:
         self.seen: list[Seen] = []
         self.answers: list[Answer | Callable[[Seen], Answer]] = []
-        server = self
+        self.serve()
+        self.url = f"{self.base_url}/token"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                parts = urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                seen = Seen(
-                    path=parts.path,
-                    query={k: v[0] for k, v in parse_qs(parts.query).items()},
-                    headers={k.lower(): v for k, v in self.headers.items()},
-                    body=body,
-                )
-                kind = seen.headers.get("content-type", "")
-                if "x-www-form-urlencoded" in kind:
-                    seen.form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
-                elif "json" in kind:
-                    seen.json = json.loads(body)
-                server.seen.append(seen)
-                answer = server.answers.pop(0) if server.answers else None
-                if callable(answer):
-                    answer = answer(seen)
-                status, data = answer or (200, {"access_token": "tok-1", "expires_in": 3600})
-                payload = json.dumps(data).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/token"
-
-    def __enter__(self) -> TokenServer:
-        threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def handle(self, http: BaseHTTPRequestHandler) -> None:
+        parts = urlsplit(http.path)
+        length = int(http.headers.get("Content-Length") or 0)
+        body = http.rfile.read(length)
+        seen = Seen(
+            path=parts.path,
+            query={k: v[0] for k, v in parse_qs(parts.query).items()},
+            headers={k.lower(): v for k, v in http.headers.items()},
+            body=body,
+        )
+        kind = seen.headers.get("content-type", "")
+        if "x-www-form-urlencoded" in kind:
+            seen.form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+        elif "json" in kind:
+            seen.json = json.loads(body)
+        self.seen.append(seen)
+        answer = self.answers.pop(0) if self.answers else None
+        if callable(answer):
+            answer = answer(seen)
+        status, data = answer or (200, {"access_token": "tok-1", "expires_in": 3600})
+        send_json(http, status, data)
 
 
 @pytest.fixture

@@ -11,10 +11,9 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -23,6 +22,7 @@ import boto3
 import pytest
 import requests
 
+from servers import LoopbackServer, send_json
 from tokenvend.awslocal import MotoServer
 from tokenvend.cli import main
 from tokenvend.template import load_template, table_definition
@@ -147,45 +147,20 @@ def write(tmp_path: Path, value: dict[str, Any], name: str = "secret.json") -> s
     return str(path)
 
 
-class Recorder:
+class Recorder(LoopbackServer):
     """An HTTP server on 127.0.0.1 that records requests and answers what `reply` says."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
         self.reply: tuple[int, Any, dict[str, str]] = (200, {}, {})
-        recorder = self
+        self.serve()
+        self.url = self.base_url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.answer()
-
-            def do_POST(self) -> None:
-                self.answer()
-
-            def answer(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                recorder.requests.append((self.command, self.path, dict(self.headers), body))
-                status, payload, headers = recorder.reply
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def handle(self, http: BaseHTTPRequestHandler) -> None:
+        body = http.rfile.read(int(http.headers.get("Content-Length") or 0))
+        self.requests.append((http.command, http.path, dict(http.headers), body))
+        status, payload, headers = self.reply
+        send_json(http, status, payload, headers)
 
 
 @pytest.fixture

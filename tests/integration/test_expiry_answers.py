@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,15 +23,10 @@ from tokenvend_core.tokens import Token
 EXPIRED = "the provider issued a token that has already expired"
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox() as running:
-        yield running
-
-
 @pytest.fixture(autouse=True)
-def clean(sandbox: Sandbox) -> None:
-    sandbox.reset()
+def sandbox(module_sandbox: Sandbox) -> Sandbox:
+    module_sandbox.reset()
+    return module_sandbox
 
 
 def jwt(**claims: Any) -> str:

@@ -7,7 +7,6 @@ that speaks the dialect the entry describes. The ones that are not are listed wi
 from __future__ import annotations
 
 import json
-import time
 import tomllib
 from collections.abc import Iterator
 from importlib import resources
@@ -18,11 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from support import token_for_drawn_connection
 from tokenvend.sandbox import Sandbox
-from tokenvend_core.catalogue.request import build_request
-from tokenvend_core.catalogue.spec import ProviderSpec, entry_spec, validate_secret
-from tokenvend_core.refresh.endpoint import RetryPolicy, TokenEndpoint
-from tokenvend_core.tokens import Token
+from tokenvend_core.catalogue.spec import ProviderSpec, entry_spec
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 COVERAGE = json.loads((DATA / "nango_cc_coverage.json").read_text())
@@ -34,7 +31,6 @@ ENTRIES: dict[str, dict[str, Any]] = {
     name: {**entry, "docs": SOURCE}
     for name, entry in tomllib.loads((DATA / "nango_cc.toml").read_text()).items()
 }
-FAST = RetryPolicy(base=0.01, cap=0.02, max_tries=2, connect_timeout=2, read_timeout=3)
 
 
 def test_the_measured_share_is_what_the_docs_say_and_at_least_90_percent() -> None:
@@ -78,19 +74,6 @@ def test_each_expressed_entry_gets_a_token(sandbox: Sandbox, name: str) -> None:
     @settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.data())
     def fetches(data: st.DataObject) -> None:
-        client_id = f"client-{name}-{data.draw(st.integers(0, 10**6))}"
-        attrs, secret = sandbox.demo_connection(name, client_id)
-        for field, pattern in spec.url_fields.items():
-            secret[field] = data.draw(st.from_regex(rf"\A(?:{pattern})\Z"), label=field)
-            if field in attrs:
-                attrs[field] = secret[field]
-        sandbox.register(name, client_id, secret.get("client_secret", ""), **attrs)
-        checked = validate_secret(spec, secret, allow_http_loopback=True)
-        request = build_request(spec, checked, allow_http_loopback=True)
-        outcome = TokenEndpoint(policy=FAST).fetch(
-            spec, request, deadline=time.monotonic() + 10, default_lifetime=3300
-        )
-        assert isinstance(outcome, Token), getattr(outcome, "error", outcome)
-        assert set(outcome.extra) == set(spec.passthrough)
+        token_for_drawn_connection(sandbox, name, spec, data)
 
     fetches()

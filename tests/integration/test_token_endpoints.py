@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,15 +20,10 @@ from tokenvend_core.refresh.endpoint import RetryPolicy, TokenEndpoint
 from tokenvend_core.tokens import Token
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox() as running:
-        yield running
-
-
 @pytest.fixture(autouse=True)
-def clean(sandbox: Sandbox) -> None:
-    sandbox.reset()
+def sandbox(module_sandbox: Sandbox) -> Sandbox:
+    module_sandbox.reset()
+    return module_sandbox
 
 
 def configured(sandbox: Sandbox, provider: str, **extra: Any) -> dict[str, Any]:

@@ -165,20 +165,26 @@ def test_an_answer_born_expired_does_not_lose_the_rotated_grant() -> None:
         state.refresh(caller="worker", conn=0, vend=0, via=0, body="none", wait=True, fault=None)
 
 
+def a_refresh_paused_before_its_secret_write(state: GrantMachine) -> None:
+    """wps365 alone, authorized; past the authorization's cool-down, a worker's refresh
+    holds the lease and pauses between the provider's answer and its secret write."""
+    state.setup(
+        extra=[], vend_offsets=[0, 0], provider_offsets=[0, 0], lifetimes=[3600],
+        access=["none"], authorized=True,
+    )  # fmt: skip
+    state.advance_clock(seconds=121)
+    state.slow_holder_starts(
+        caller="worker", conn=0, vend=0, via=0, method="POST", point="after_answer"
+    )
+    assert state.holder is not None, "the holder never reached its pause"
+
+
 def test_a_holder_past_its_lease_does_not_write_its_grant_over_a_newer_one() -> None:
     """[grant-kept] A holder paused between the provider's answer and its secret write
     (its lease taken over meanwhile) writes its rotated refresh token into the secret
     unconditionally: over the grant of an authorization made meanwhile, which is lost."""
     with machine(GrantMachine) as state:
-        state.setup(
-            extra=[], vend_offsets=[0, 0], provider_offsets=[0, 0], lifetimes=[3600],
-            access=["none"], authorized=True,
-        )  # fmt: skip
-        state.advance_clock(seconds=121)  # past the cool-down of the authorization
-        state.slow_holder_starts(
-            caller="worker", conn=0, vend=0, via=0, method="POST", point="after_answer"
-        )
-        assert state.holder is not None, "the holder never reached its pause"
+        a_refresh_paused_before_its_secret_write(state)
         state.lease_taken_over(vend=1, via=1, fails=False)
         state.authorize(code="good", via=1, fault=None)
         state.slow_holder_finishes(next_caller=None, next_min_ttl=None)
@@ -190,15 +196,7 @@ def test_a_rotation_does_not_revert_an_operators_new_access_list() -> None:
     provider's answer and its secret write; the rotation writes back the version it read,
     without the list: the connection is open to every caller again."""
     with machine(GrantMachine) as state:
-        state.setup(
-            extra=[], vend_offsets=[0, 0], provider_offsets=[0, 0], lifetimes=[3600],
-            access=["none"], authorized=True,
-        )  # fmt: skip
-        state.advance_clock(seconds=121)  # past the cool-down of the authorization
-        state.slow_holder_starts(
-            caller="worker", conn=0, vend=0, via=0, method="POST", point="after_answer"
-        )
-        assert state.holder is not None, "the holder never reached its pause"
+        a_refresh_paused_before_its_secret_write(state)
         state.operator_puts(conn=0, change="list:role")
         state.slow_holder_finishes(next_caller=None, next_min_ttl=None)
 

@@ -40,12 +40,12 @@ import requests
 from botocore.exceptions import ClientError
 
 from support import (
-    REDIRECT_URI,
     ROOT,
     TABLE,
     LambdaContext,
     api_event,
     load_function,
+    redeem_out_of_band,
     secret_forms,
 )
 from tokenvend.sandbox import Sandbox
@@ -704,21 +704,7 @@ class World:
 
     def redeem_out_of_band(self, client_id: str, client_secret: str) -> str:
         """An operator's own authorization, outside tokenvend: a fresh grant's refresh token."""
-        code = self.sandbox.authorize(client_id, REDIRECT_URI)
-        answer = requests.post(
-            self.sandbox.token_url("wps365"),
-            data={
-                "grant_type": "authorization_code",
-                "code": code,
-                "redirect_uri": REDIRECT_URI,
-                "client_id": client_id,
-                "client_secret": client_secret,
-            },
-            timeout=5,
-        )
-        refresh_token = answer.json()["refresh_token"]
-        assert isinstance(refresh_token, str)
-        return refresh_token
+        return redeem_out_of_band(self.sandbox, client_id, client_secret)
 
 
 def encodings(value: str, client_id: str | None = None) -> set[str]:

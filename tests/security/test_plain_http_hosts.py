@@ -40,20 +40,11 @@ def test_a_listed_host_may_be_plain_http() -> None:
 def test_an_unlisted_host_is_refused_plain_http(hosts: frozenset[str]) -> None:
     secret = oauth2(BRIDGE_URL)
     for allow_loopback in (False, True):  # the loopback setting does not reach it
+        settings = {"allow_http_loopback": allow_loopback, "plain_http_hosts": hosts}
         with pytest.raises(InvalidRequest, match="https"):
-            validate_secret(
-                spec_for("oauth2"),
-                secret,
-                allow_http_loopback=allow_loopback,
-                plain_http_hosts=hosts,
-            )
+            validate_secret(spec_for("oauth2"), secret, **settings)
         with pytest.raises(InvalidRequest, match="https"):
-            build_request(
-                spec_for("oauth2"),
-                secret,
-                allow_http_loopback=allow_loopback,
-                plain_http_hosts=hosts,
-            )
+            build_request(spec_for("oauth2"), secret, **settings)
 
 
 def test_listed_names_match_as_the_url_spells_them() -> None:
@@ -89,35 +80,36 @@ def test_empty_means_none() -> None:
     assert Settings.from_env({"TABLE_NAME": "t"}).plain_http_hosts == frozenset()
 
 
-def test_a_deployed_stack_refuses_plain_http_to_the_listed_host(make_stack: Any) -> None:
-    # Given a deployed stack (neither setting) and a connection whose URL is plain http on
-    # the host the local stack would list
-    stack: Stack = make_stack(allow_http_loopback=False)
+@pytest.mark.parametrize(
+    ("listed", "fetched"),
+    [
+        # A deployed stack (neither setting), the URL plain http on the host the local stack
+        # would list
+        (frozenset(), False),
+        # The sandbox's host listed, the loopback setting off: the list alone lets the
+        # request through (the sandbox serves on 127.0.0.1)
+        (frozenset({"127.0.0.1"}), True),
+        # Another host listed
+        (frozenset({"172.17.0.1"}), False),
+    ],
+    ids=["deployed", "this-host-listed", "another-host-listed"],
+)
+def test_plain_http_goes_only_to_a_listed_host(
+    make_stack: Any, listed: frozenset[str], fetched: bool
+) -> None:
+    # Given a stack with the loopback setting off and these hosts listed, and a connection
+    # whose URL is plain http on 127.0.0.1
+    stack: Stack = make_stack(allow_http_loopback=False, plain_http_hosts=listed)
     stack.connect("oauth2")
     # When a workload asks for its token
     status, body, _ = stack.vend("GET", "oauth2")
-    # Then the secret is refused as invalid, and the endpoint is never called
-    assert status == 500, body
-    assert "https" in body["error"]["message"]
-    assert stack.sandbox.calls("oauth2") == 0
-
-
-def test_a_stack_that_lists_the_host_fetches_over_plain_http(make_stack: Any) -> None:
-    # Given a stack that lists the sandbox's host, with the loopback setting off: the list
-    # alone lets the request through (the sandbox serves on 127.0.0.1)
-    stack: Stack = make_stack(allow_http_loopback=False, plain_http_hosts=frozenset({"127.0.0.1"}))
-    stack.connect("oauth2")
-    # When a workload asks for its token
-    status, body, _ = stack.vend("GET", "oauth2")
-    # Then the provider function fetched it over plain http
-    assert status == 200, body
-    assert stack.sandbox.is_valid(body["access_token"])
-    assert stack.sandbox.calls("oauth2") == 1
-
-
-def test_a_stack_that_lists_another_host_refuses_this_one(make_stack: Any) -> None:
-    stack: Stack = make_stack(allow_http_loopback=False, plain_http_hosts=frozenset({"172.17.0.1"}))
-    stack.connect("oauth2")
-    status, body, _ = stack.vend("GET", "oauth2")
-    assert status == 500, body
-    assert stack.sandbox.calls("oauth2") == 0
+    if fetched:
+        # Then the provider function fetched it over plain http
+        assert status == 200, body
+        assert stack.sandbox.is_valid(body["access_token"])
+        assert stack.sandbox.calls("oauth2") == 1
+    else:
+        # Then the secret is refused as invalid, and the endpoint is never called
+        assert status == 500, body
+        assert "https" in body["error"]["message"]
+        assert stack.sandbox.calls("oauth2") == 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -66,15 +65,10 @@ def assert_bounded(message: str) -> None:
     assert len(message) < 700
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox() as running:
-        yield running
-
-
 @pytest.fixture(autouse=True)
-def clean(sandbox: Sandbox) -> None:
-    sandbox.reset()
+def sandbox(module_sandbox: Sandbox) -> Sandbox:
+    module_sandbox.reset()
+    return module_sandbox
 
 
 def configured(sandbox: Sandbox, provider: str, style: str) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from urllib3.util import parse_url
 
-from support import Stack
 from tokenvend_core.catalogue.request import build_request
 from tokenvend_core.catalogue.spec import spec_for, validate_secret
 from tokenvend_core.errors import InvalidRequest
@@ -184,15 +183,5 @@ def test_azure_urls_are_judged_after_filling(field: str, value: str, allowed: bo
             validate_secret(spec_for("azure"), secret, allow_http_loopback=True)
 
 
-def test_a_stack_without_the_loopback_setting_never_sends_over_plain_http(
-    make_stack: Any,
-) -> None:
-    # Given a deployed stack (the setting off) and a connection whose URL is plain http
-    stack: Stack = make_stack(allow_http_loopback=False)
-    stack.connect("oauth2")
-    # When a workload asks for its token
-    status, body, _ = stack.vend("GET", "oauth2")
-    # Then the secret is refused as invalid, and the endpoint is never called
-    assert status == 500, body
-    assert "https" in body["error"]["message"]
-    assert stack.sandbox.calls("oauth2") == 0
+# A stack without the loopback setting never sends over plain http, through the whole vend
+# path: test_plain_http_hosts.py::test_plain_http_goes_only_to_a_listed_host[deployed].

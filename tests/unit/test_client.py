@@ -27,6 +27,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from servers import LoopbackServer, send_json
 from tokenvend.client import STALE_REUSE_SECONDS, TokenAuth, TokenClient, TokenVendError
 
 ACCESS_KEY = "AKIAFAKEFORTESTS0001"
@@ -82,7 +83,7 @@ class Call:
     body: bytes
 
 
-class FakeApi:
+class FakeApi(LoopbackServer):
     """The tokenvend API: GET serves the current token, POST .../refresh replaces it unless
     the rejected token's hash names an older one. Tokens are tok-1, tok-2, ..."""
 
@@ -100,26 +101,8 @@ class FakeApi:
         self.gate: threading.Event | None = None
         self.entered = threading.Event()
         self._lock = threading.Lock()
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                api.handle(self)
-
-            def do_POST(self) -> None:
-                api.handle(self)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve()
+        self.url = self.base_url
 
     @property
     def token(self) -> str:
@@ -138,7 +121,7 @@ class FakeApi:
         if problem:
             with self._lock:
                 self.refused.append(problem)
-            self.send(http, 403, {"error": {"code": "forbidden", "message": problem}})
+            send_json(http, 403, {"error": {"code": "forbidden", "message": problem}})
             return
         parts = urlsplit(http.path)
         with self._lock:
@@ -159,7 +142,7 @@ class FakeApi:
             scripted = outcome
         if scripted is not None:
             status, failure, headers = scripted
-            self.send(http, status, failure, headers)
+            send_json(http, status, failure, headers)
             return
         segments = parts.path.strip("/").split("/")
         with self._lock:
@@ -180,56 +163,28 @@ class FakeApi:
         if self.stale:
             answer["stale"] = True
             answer["refresh_error"] = {"code": "provider_unavailable", "message": "down"}
-        self.send(http, 200, answer, {"Cache-Control": "no-store"})
-
-    @staticmethod
-    def send(
-        http: BaseHTTPRequestHandler,
-        status: int,
-        body: dict[str, Any],
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        data = json.dumps(body).encode()
-        http.send_response(status)
-        http.send_header("Content-Type", "application/json")
-        http.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            http.send_header(name, value)
-        http.end_headers()
-        http.wfile.write(data)
+        send_json(http, 200, answer, {"Cache-Control": "no-store"})
 
 
-class Target:
+class Target(LoopbackServer):
     """A third-party API: 200 for the tokens in `good`, 401 for any other."""
 
     def __init__(self, good: set[str]) -> None:
         self.good = good
         self.seen: list[tuple[str, bytes]] = []
-        target = self
+        self.serve()
+        self.url = f"{self.base_url}/work"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                authorization = self.headers.get("Authorization", "")
-                target.seen.append((authorization, body))
-                ok = authorization.removeprefix("Bearer ") in target.good
-                data = b"hello" if ok else b'{"error": "invalid_token"}'
-                self.send_response(200 if ok else 401)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/work"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def handle(self, http: BaseHTTPRequestHandler) -> None:
+        body = http.rfile.read(int(http.headers.get("Content-Length") or 0))
+        authorization = http.headers.get("Authorization", "")
+        self.seen.append((authorization, body))
+        ok = authorization.removeprefix("Bearer ") in self.good
+        data = b"hello" if ok else b'{"error": "invalid_token"}'
+        http.send_response(200 if ok else 401)
+        http.send_header("Content-Length", str(len(data)))
+        http.end_headers()
+        http.wfile.write(data)
 
 
 class FakeClock:

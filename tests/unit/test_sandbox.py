@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +18,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 import requests
 
+from servers import standalone_sandbox
 from tokenvend.sandbox import PROVIDERS, Fault, Sandbox
 
 SEEDS = ("aspose", "wps365", "azure", "dingtalk", "oauth2")
@@ -170,8 +169,13 @@ def wps_post(sbx: Sandbox, **form: str) -> requests.Response:
     )
 
 
-def redeem(sbx: Sandbox, code: str, redirect_uri: str = REDIRECT) -> requests.Response:
-    return wps_post(sbx, grant_type="authorization_code", code=code, redirect_uri=redirect_uri)
+def redeem(
+    sbx: Sandbox, code: str, redirect_uri: str = REDIRECT, **client: str
+) -> requests.Response:
+    """The authorization code grant, by wps-app unless `client` says otherwise."""
+    return wps_post(
+        sbx, grant_type="authorization_code", code=code, redirect_uri=redirect_uri, **client
+    )
 
 
 def refresh(sbx: Sandbox, refresh_token: str) -> requests.Response:
@@ -284,16 +288,7 @@ def test_wps_revoked_refresh_tokens_are_invalid_grant(wps: Sandbox) -> None:
 def test_wps_refresh_token_of_another_client_is_invalid_grant(wps: Sandbox) -> None:
     wps.register("wps365", "other-app", "other-key")
     code = wps.authorize("other-app", REDIRECT)
-    other = requests.post(
-        wps.token_url("wps365"),
-        data={
-            "grant_type": "authorization_code",
-            "client_id": "other-app",
-            "client_secret": "other-key",
-            "code": code,
-            "redirect_uri": REDIRECT,
-        },
-    ).json()
+    other = redeem(wps, code, client_id="other-app", client_secret="other-key").json()
 
     assert_wps_error(refresh(wps, other["refresh_token"]), "invalid_grant")
 
@@ -301,16 +296,7 @@ def test_wps_refresh_token_of_another_client_is_invalid_grant(wps: Sandbox) -> N
 def test_wps_bad_secret_is_invalid_client(wps: Sandbox) -> None:
     code = wps.authorize("wps-app", REDIRECT)
 
-    resp = requests.post(
-        wps.token_url("wps365"),
-        data={
-            "grant_type": "authorization_code",
-            "client_id": "wps-app",
-            "client_secret": "wrong",
-            "code": code,
-            "redirect_uri": REDIRECT,
-        },
-    )
+    resp = redeem(wps, code, client_secret="wrong")
 
     assert_wps_error(resp, "invalid_client")
 
@@ -355,15 +341,12 @@ def test_wps_authorization_page_redirects_with_code_and_state(wps: Sandbox) -> N
     query = parse_qs(location.query)
     assert query["x"] == ["1"]
     assert query["state"] == ["st-42"]
-    redeemed = requests.post(
-        wps.token_url("wps365"),
-        data={
-            "grant_type": "authorization_code",
-            "client_id": "web-app",
-            "client_secret": "web-key",
-            "code": query["code"][0],
-            "redirect_uri": "https://app.example.com/cb?x=1",
-        },
+    redeemed = redeem(
+        wps,
+        query["code"][0],
+        "https://app.example.com/cb?x=1",
+        client_id="web-app",
+        client_secret="web-key",
     )
     assert redeemed.status_code == 200
     assert wps.calls("wps365") == 1  # the page is not a token request
@@ -1129,20 +1112,9 @@ def test_control_surface_revokes_wps_grants(wps: Sandbox) -> None:
 
 
 def test_module_runs_standalone_and_stops_on_sigterm() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tokenvend.sandbox", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:")
-        calls = requests.get(f"{url}/_sandbox/calls", timeout=5).json()
+    with standalone_sandbox("--port", "0") as ran:
+        assert ran.url.startswith("http://127.0.0.1:")
+        calls = requests.get(f"{ran.url}/_sandbox/calls", timeout=5).json()
         assert calls == dict.fromkeys(PROVIDERS, 0)
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0
-    assert err == ""
+    assert ran.returncode == 0
+    assert ran.stderr == ""

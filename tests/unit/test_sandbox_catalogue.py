@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,6 +24,7 @@ import requests
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
+from servers import standalone_sandbox
 from tokenvend.sandbox import JWT_BEARER, PROVIDERS, Sandbox, load_catalogue
 
 NOW = 1_800_000_000.0
@@ -664,20 +663,9 @@ def test_control_surface_serves_any_entry(sbx: Sandbox, rsa_key: RSAKey) -> None
 def test_standalone_sandbox_takes_a_catalogue_file(tmp_path: Path) -> None:
     path = tmp_path / "one.toml"
     path.write_text('[solo]\ngrant = "client_credentials"\nrequired = []\n', encoding="utf-8")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tokenvend.sandbox", "--catalogue", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert requests.get(f"{url}/_sandbox/calls", timeout=5).json() == {"solo": 0}
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=10)
-    assert proc.returncode == 0
+    with standalone_sandbox("--catalogue", str(path)) as ran:
+        assert requests.get(f"{ran.url}/_sandbox/calls", timeout=5).json() == {"solo": 0}
+    assert ran.returncode == 0
 
 
 def test_demo_connection_fits_any_entry(sbx: Sandbox) -> None:

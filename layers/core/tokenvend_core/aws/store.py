@@ -15,7 +15,8 @@ from tokenvend_core.aws.clients import aws_call
 from tokenvend_core.errors import TokenVendError, error_from_dict
 from tokenvend_core.tokens import Token, sha256_hex
 
-_CONDITION_NAMES = {
+# The attributes that conditions name, by their placeholder in the condition expressions.
+CONDITION_NAMES = {
     "#lo": "lease_owner",
     "#le": "lease_expires_at",
     "#la": "last_attempt_at",
@@ -54,6 +55,12 @@ _HEALTH = (
     "failures",
     "next_attempt_at",
 )
+
+# What the schedule's listing reads of each item: no token, no fallback refresh token.
+LISTING = (
+    "provider", "connection", "token_type", "expires_at", "version", "refreshed_at",
+    "secret_version", "refresh_expires_at", *_HEALTH,
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,11 +220,7 @@ class TokenStore:
 
     def connections(self, provider: str) -> list[ConnectionState]:
         """Every connection of a provider that has an item, without the tokens themselves."""
-        names = [
-            "provider", "connection", "token_type", "expires_at", "version", "refreshed_at",
-            "secret_version", "refresh_expires_at", *_HEALTH,
-        ]  # fmt: skip
-        aliases = {f"#a{i}": name for i, name in enumerate(names)}
+        aliases = {f"#a{i}": name for i, name in enumerate(LISTING)}
         states: list[ConnectionState] = []
         with aws_call("the token table"):
             paginator = self._client.get_paginator("query")
@@ -280,7 +283,7 @@ class TokenStore:
             kwargs["ConditionExpression"] = condition
             vals.update(values or {})
             names.update(
-                {alias: _CONDITION_NAMES[alias] for alias in _CONDITION_NAMES if alias in condition}
+                {alias: name for alias, name in CONDITION_NAMES.items() if alias in condition}
             )
         if vals:
             kwargs["ExpressionAttributeValues"] = self._values(vals)

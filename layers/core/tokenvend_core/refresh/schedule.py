@@ -43,6 +43,16 @@ class ScheduleReport:
 Due = tuple[float, str, Need]  # the order (expiry; 0 for none yet), the connection, its need
 
 
+@dataclass(frozen=True, slots=True)
+class Survey:
+    """What a scheduled run found when it started: the provider's secrets (connection ->
+    version), its items (connection -> state), and the time."""
+
+    versions: dict[str, str | None]
+    states: dict[str, ConnectionState]
+    now: float
+
+
 def run_schedule(refresher: Refresher, remaining_ms: Callable[[], int]) -> ScheduleReport:
     """Refresh every connection whose token would fall below the refresh lead before the
     next run, nearest expiry first, with bounded concurrency, inside the time budget."""
@@ -50,9 +60,10 @@ def run_schedule(refresher: Refresher, remaining_ms: Callable[[], int]) -> Sched
     now = refresher._clock()
     versions = refresher.secrets.list(refresher.provider)
     states = {state.connection: state for state in refresher.tokens.connections(refresher.provider)}
+    survey = Survey(versions, states, now)
     report.connections = len(versions)
-    due = _plan(refresher, versions, states, now, report)
-    report.removed = _remove_gone(refresher, versions, states, now)
+    due = _plan(refresher, survey, report)
+    report.removed = _remove_gone(refresher, survey)
     due.sort()
     report.due = len(due)
     threshold = refresher.settings.fanout_threshold
@@ -65,26 +76,21 @@ def run_schedule(refresher: Refresher, remaining_ms: Callable[[], int]) -> Sched
         "scheduled refresh finished", extra={"provider": refresher.provider, **report.as_dict()}
     )
     emit("ScheduleDeferred", report.deferred)
-    _report_health(refresher, states, versions, now)
+    _report_health(refresher, survey)
     return report
 
 
-def _plan(
-    refresher: Refresher,
-    versions: dict[str, str | None],
-    states: dict[str, ConnectionState],
-    now: float,
-    report: ScheduleReport,
-) -> list[Due]:
+def _plan(refresher: Refresher, survey: Survey, report: ScheduleReport) -> list[Due]:
     """The connections this run refreshes, unordered: no token yet, a token that would fall
     below the refresh lead before the next run, or a secret that changed since."""
+    now = survey.now
     horizon = refresher.settings.refresh_lead + refresher.settings.schedule_interval
     due: list[Due] = []
-    for connection, version in versions.items():
+    for connection, version in survey.versions.items():
         if not CONNECTION_RE.fullmatch(connection):
             report.skipped += 1
             continue
-        state = states.get(connection)
+        state = survey.states.get(connection)
         need = Need(min_ttl=horizon)
         changed = False
         if state is not None:
@@ -108,18 +114,13 @@ def _plan(
     return due
 
 
-def _remove_gone(
-    refresher: Refresher,
-    versions: dict[str, str | None],
-    states: dict[str, ConnectionState],
-    now: float,
-) -> int:
+def _remove_gone(refresher: Refresher, survey: Survey) -> int:
     """Items whose secret is gone are deleted; those whose secret awaits deletion keep only
     what a restore needs. Returns how many were removed."""
     removed = 0
     awaiting_deletion = refresher.secrets.awaiting_deletion(refresher.provider)
-    for connection, state in states.items():
-        if connection in versions or state.leased(now):
+    for connection, state in survey.states.items():
+        if connection in survey.versions or state.leased(survey.now):
             continue
         if connection in awaiting_deletion:
             # Restorable: nothing serves its token any more, but a fallback refresh
@@ -219,14 +220,10 @@ def run_bounded(
     report.deferred = report.due - report.refreshed - report.failed - report.fanned_out
 
 
-def _report_health(
-    refresher: Refresher,
-    states: dict[str, ConnectionState],
-    versions: dict[str, str | None],
-    now: float,
-) -> None:
+def _report_health(refresher: Refresher, survey: Survey) -> None:
     """Gauges for the alarms, from the connections' state at the start of this run."""
-    known = [state for name, state in states.items() if name in versions]
+    now = survey.now
+    known = [state for name, state in survey.states.items() if name in survey.versions]
     permanent = [s for s in known if s.error_permanent]
     failing = [s for s in known if s.error_code and not s.error_permanent and s.failures >= 2]
     emit("PermanentErrorConnections", len(permanent))

@@ -1,7 +1,7 @@
 """Sending a token request where the X-Ray SDK's `requests` patch cannot see it, and tracing
 it here instead: the one module that relies on what that patch does inside.
 
-The provider function turns the patch on (`tracer.patch(["requests"])` in runtime.py). The
+The provider function turns the patch on (`tracer.patch(["requests"])` in refresh/runtime.py). The
 patch wraps `requests.Session.request`, in a subsegment named after the URL's host, and
 `Session.prepare_request`, to add the trace header. Into the subsegment it writes the URL
 without its query string and, when the call raises, the exception itself: its type, its

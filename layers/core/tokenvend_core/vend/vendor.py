@@ -129,6 +129,7 @@ class Vendor:
         _identified(caller_arn, provider, connection)
         now = self._clock()
         cached = self._tokens.get(provider, connection, public=True)
+        newer_than = None
         if rejected_sha256 is not None:
             if (
                 cached is not None
@@ -137,22 +138,16 @@ class Vendor:
             ):
                 self._remember(cached)
                 return self._serve(cached, caller_arn, "table")  # someone refreshed already
-            return self._through_provider(
-                provider,
-                connection,
-                cached,
-                caller_arn,
-                min_ttl=0,
-                rejected_sha256=rejected_sha256,
-                remaining=remaining,
-            )
+        elif cached is not None and cached.access_token:
+            newer_than = cached.version  # a refresh without a rejected token: any newer one
         return self._through_provider(
             provider,
             connection,
             cached,
             caller_arn,
             min_ttl=0,
-            newer_than=cached.version if cached is not None and cached.access_token else None,
+            rejected_sha256=rejected_sha256,
+            newer_than=newer_than,
             remaining=remaining,
         )
 
