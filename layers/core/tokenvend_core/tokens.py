@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -69,3 +70,20 @@ def jwt_exp(token: str) -> int | None:
     exp = claims.get("exp") if isinstance(claims, dict) else None
     value = seconds(exp)
     return int(value) if value is not None else None
+
+
+def retry_after(raw: str | None, now: float | None = None) -> float | None:
+    """A Retry-After header (RFC 9110 section 10.2.3) as seconds from `now`: its
+    delay-seconds, or its HTTP date; None when it is neither. Never negative."""
+    if not raw:
+        return None
+    delay = seconds(raw)
+    if delay is None:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            moment = parsedate_to_datetime(raw).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        delay = moment - (time.time() if now is None else now)
+    return max(0.0, delay)

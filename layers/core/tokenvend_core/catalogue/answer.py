@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from tokenvend_core.catalogue.request import TokenRequest, secret_forms
@@ -25,7 +23,7 @@ from tokenvend_core.errors import (
     ProviderUnavailable,
     TokenVendError,
 )
-from tokenvend_core.tokens import Token, jwt_exp, seconds, sha256_hex
+from tokenvend_core.tokens import Token, jwt_exp, retry_after, seconds, sha256_hex
 
 # RFC 6749 section 5.2: these say the configuration is wrong; retrying will not help.
 PERMANENT_ERRORS = frozenset(
@@ -105,16 +103,9 @@ def path(data: Any, dotted: str) -> Any:
 
 
 def _retry_after(headers: Any) -> float | None:
-    raw = headers.get("Retry-After") if headers is not None else None
-    if raw is None:
-        return None
-    value = seconds(raw)
-    if value is not None:
-        return max(0.0, min(value, 3600.0))
-    try:
-        return max(0.0, min(parsedate_to_datetime(raw).timestamp() - time.time(), 3600.0))
-    except (TypeError, ValueError, IndexError):
-        return None
+    """The answer's Retry-After in seconds, at most an hour."""
+    delay = retry_after(headers.get("Retry-After") if headers is not None else None)
+    return min(delay, 3600.0) if delay is not None else None
 
 
 def interpret(
