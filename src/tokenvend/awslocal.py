@@ -115,6 +115,7 @@ class Principal:
     account_id: str
     session_token: str | None = field(default=None, repr=False)
     expired: bool = False
+    role_arn: str | None = None  # an assumed-role session's role
 
 
 class MotoKeys:
@@ -169,5 +170,6 @@ class MotoKeys:
                             account_id=role.account_id,
                             session_token=role.session_token,
                             expired=expiration <= datetime.now(UTC),
+                            role_arn=role.role_arn,
                         )
         return None

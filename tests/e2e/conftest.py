@@ -11,7 +11,9 @@ test_schedule.py and `cli` only by test_cli.py, whose last tests stop them with 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from e2e.harness import MODULE, PORTS, LocalProcess, console_script
@@ -40,7 +42,10 @@ def _start_all() -> None:
     if script:
         commands["cli"] = [script, "local", *PORTS]
     for name, command in commands.items():
-        _started[name] = LocalProcess(command)
+        # Each in a directory of its own: its .tokenvend/ (state, SAM environment) is its own,
+        # as two users' checkouts would be.
+        home = Path(tempfile.mkdtemp(prefix=f"tokenvend-e2e-{name}-"))
+        _started[name] = LocalProcess(command, cwd=home)
 
 
 @pytest.fixture(scope="session")

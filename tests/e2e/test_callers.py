@@ -1,8 +1,11 @@
 """Callers are IAM principals of the local IAM: any access key created through IAM at the local
-endpoint signs for the API, and the caller's ARN is what `allowed_principals` is matched with."""
+endpoint signs for the API, and the caller's ARN is what `allowed_principals` is matched with.
+As in AWS, a caller also needs an identity policy allowing `execute-api:Invoke` on the route
+(tests/e2e/test_local_iam.py): each caller here is given one on the whole API."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -10,11 +13,20 @@ from botocore.credentials import Credentials
 from e2e.harness import LocalProcess, put_secret, secret_of
 
 
+def invoke_the_api(stack: LocalProcess) -> str:
+    """An identity policy allowing execute-api:Invoke on every route of the local API."""
+    api = f"arn:aws:execute-api:{stack.region}:123456789012:local"
+    statement = {"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": f"{api}/*"}
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
 def new_user(stack: LocalProcess) -> tuple[str, Credentials]:
-    """A user created through IAM at the local endpoint, with an access key."""
+    """A user created through IAM at the local endpoint, with an access key and a grant to
+    invoke the API."""
     iam = stack.client("iam")
     name = f"workload-{uuid.uuid4().hex[:8]}"
     arn = iam.create_user(UserName=name)["User"]["Arn"]
+    iam.put_user_policy(UserName=name, PolicyName="invoke", PolicyDocument=invoke_the_api(stack))
     key = iam.create_access_key(UserName=name)["AccessKey"]
     return arn, Credentials(key["AccessKeyId"], key["SecretAccessKey"])
 
@@ -34,10 +46,10 @@ def restricted(stack: LocalProcess, first_arn: str) -> str:
     return "restricted"
 
 
-def test_a_second_caller_created_through_iam_gets_an_unrestricted_token(
+def test_a_second_caller_created_through_iam_with_a_grant_gets_an_unrestricted_token(
     stack: LocalProcess,
 ) -> None:
-    # Given
+    # Given a new user allowed to invoke the API
     _, credentials = new_user(stack)
 
     # When
@@ -78,6 +90,7 @@ def test_an_assumed_role_matches_its_roles_pattern(stack: LocalProcess) -> None:
     iam = stack.client("iam")
     role = f"workload-role-{uuid.uuid4().hex[:8]}"
     role_arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    iam.put_role_policy(RoleName=role, PolicyName="invoke", PolicyDocument=invoke_the_api(stack))
     value = secret_of(stack, "oauth2", "demo")
     value["allowed_principals"] = [role_arn]
     put_secret(stack, "oauth2", f"for-{role}", value)

@@ -54,6 +54,7 @@ def run(
     template: Path | None = None,
     docker_bridge: str | None = None,
     workdir: Path | None = None,
+    fresh: bool = False,
 ) -> int:
     """Serve until SIGINT or SIGTERM. Returns the exit status: 0 after a clean stop, 2 for
     bad input, 1 when the stack cannot start. A port of 0 picks a free one. `docker_bridge`:
@@ -94,6 +95,7 @@ def run(
                     template=template,
                     docker_bridge=docker_bridge,
                     workdir=workdir,
+                    fresh=fresh,
                 )
             )
         except (TemplateError, FileNotFoundError) as exc:

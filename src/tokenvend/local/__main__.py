@@ -37,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="template parameters, e.g. CoolDownSeconds=1",
     )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start with empty local AWS state; the previous one is kept as "
+        ".tokenvend/state/aws.pickle.old-<time>",
+    )
     args = parser.parse_args(argv)
     parameters = {}
     for item in args.parameter_overrides:
@@ -55,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         refresh_every=args.refresh_every,
         parameters=parameters,
         docker_bridge=args.docker_bridge,
+        fresh=args.fresh,
     )
 
 

@@ -4,8 +4,9 @@
 Routes come from the template: every `Api` event of every function. A request on a route
 whose authorizer is AWS_IAM (the API's DefaultAuthorizer unless the event says otherwise)
 must carry a valid SigV4 signature for `execute-api` made with an access key issued by the
-local IAM; otherwise it is refused before any function runs, with the API's own
-GatewayResponses from the template (so the body is the service's `{"error": ...}`). The
+local IAM, and the caller's IAM policies and the API's resource policy must allow it to
+invoke the route (iam.py); otherwise it is refused before any function runs, with the API's
+own GatewayResponses from the template (so the body is the service's `{"error": ...}`). The
 function gets API Gateway's REST proxy event (version 1.0), with the caller's identity in
 `requestContext.identity`, and its answer becomes the HTTP response.
 """
@@ -30,10 +31,12 @@ from werkzeug.wrappers import Request, Response
 from ..awslocal import Principal
 from ..template import Stack, Tag, TemplateError
 from .functions import LocalFunction
+from .iam import Authorizer
 from .log import log
 from .sigv4 import MISSING, Refused, Verifier
 
 MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
+API_ID = "local"  # the API's id, in requestContext.apiId and in its methods' ARNs
 
 # API Gateway's default status per gateway response type (those this emulation produces).
 _STATUS = {
@@ -93,6 +96,8 @@ class RestApi:
     stage: str
     default_iam: bool
     gateway_responses: dict[str, Any]
+    # The resource policy's statements (SAM's Auth.ResourcePolicy.CustomStatements).
+    resource_policy: list[dict[str, Any]] = field(default_factory=list)
 
 
 def rest_api(stack: Stack, logical_id: str | None) -> RestApi:
@@ -108,7 +113,16 @@ def rest_api(stack: Stack, logical_id: str | None) -> RestApi:
     if default not in (None, "AWS_IAM", "NONE"):
         raise TemplateError(f"{logical_id}: only the AWS_IAM authorizer is served locally")
     responses = stack.resolve(props.get("GatewayResponses") or {})
-    return RestApi(logical_id, stage, default == "AWS_IAM", responses)
+    policy = auth.get("ResourcePolicy") or {}
+    unserved = sorted(set(policy) - {"CustomStatements"})
+    if unserved:
+        raise TemplateError(
+            f"{logical_id}: Auth.ResourcePolicy.{unserved[0]} is not served locally "
+            "(write it as CustomStatements)"
+        )
+    custom = policy.get("CustomStatements") or []
+    statements = [custom] if isinstance(custom, dict) else list(custom)
+    return RestApi(logical_id, stage, default == "AWS_IAM", responses, statements)
 
 
 def routes_of(stack: Stack, functions: Mapping[str, LocalFunction]) -> tuple[list[Route], RestApi]:
@@ -156,13 +170,15 @@ class HttpApi:
         routes: list[Route],
         api: RestApi,
         verifier: Verifier,
+        authorizer: Authorizer,
         *,
         account_id: str,
-        api_id: str = "local",
+        api_id: str = API_ID,
     ) -> None:
         self._routes = routes
         self._api = api
         self._verifier = verifier
+        self._authorizer = authorizer
         self._account_id = account_id
         self._api_id = api_id
 
@@ -209,6 +225,16 @@ class HttpApi:
             except Refused as refused:
                 fields: dict[str, Any] = {"refused": refused.kind, "reason": refused.message}
                 return self._gateway(refused.kind, refused.message), fields
+            decision = self._authorizer.authorize(
+                principal, request.method, request.path, source_ip=request.remote_addr or ""
+            )
+            if not decision.allowed:
+                fields = {
+                    "refused": "ACCESS_DENIED",
+                    "reason": decision.message,
+                    "caller": principal.arn,
+                }
+                return self._gateway("ACCESS_DENIED", decision.message), fields
         event = self._event(request, route, params, principal, body)
         invocation = route.function.invoke(event)
         fields = {"function_name": route.function.name, "caller": principal and principal.arn}
@@ -335,6 +361,7 @@ def _error_type(kind: str) -> str:
         "INVALID_SIGNATURE": "InvalidSignatureException",
         # An error type, not a credential.
         "EXPIRED_TOKEN": "ExpiredTokenException",  # nosec B105
+        "ACCESS_DENIED": "AccessDeniedException",
     }.get(kind, "ApiGatewayException")
 
 

@@ -5,6 +5,7 @@ CLI's environment file for the template's functions (samenv.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -20,12 +21,14 @@ from ..template import ttl_attribute as template_ttl_attribute
 from . import demo, samenv
 from .bridge import BridgeError, Relay, bridge_address
 from .functions import LocalFunction, functions_of
-from .http_api import HttpApi, routes_of
+from .http_api import API_ID, HttpApi, routes_of
+from .iam import ACTION, Authorizer, api_arn, warn_at_start
 from .lambda_api import LambdaApi
 from .log import log
 from .schedule import Scheduler, schedules_of
 from .sigv4 import Verifier
 from .sources import SqsPollers, sources_of
+from .state import STATE_DIR, LocalState, StateInUse, active_access_key
 
 HOST = "127.0.0.1"
 LOCAL_USER = "tokenvend-local"
@@ -81,6 +84,7 @@ class Options:
     docker_bridge: str | None = None
     # Where .tokenvend/ goes: the directory `tokenvend local` was started from.
     workdir: Path | None = None
+    fresh: bool = False
 
 
 class LocalStack:
@@ -106,6 +110,8 @@ class LocalStack:
         self.relays: list[Relay] = []
         self.sam_env_path: Path | None = None
         self._saved_env: dict[str, str] | None = None
+        self.state: LocalState | None = None
+        self.restored = False
 
     # -- start --------------------------------------------------------------------------
 
@@ -123,14 +129,26 @@ class LocalStack:
             except BridgeError as exc:
                 raise StartError(str(exc)) from None
         self.moto = _listen("--aws-port", options.aws_port, MotoServer, HOST, options.aws_port)
+        self.state = LocalState((options.workdir or Path.cwd()) / STATE_DIR)
+        self.state.attach(self.moto)
         self.moto.start()
+        try:
+            self.restored = self.state.restore(fresh=options.fresh)
+        except StateInUse as exc:
+            raise StartError(str(exc)) from None
+        self.state.start_saving()
         lambda_app = LambdaApi(self.functions, region=options.region, account_id=ACCOUNT_ID)
         self.lambda_server = _listen(
             "--lambda-port", options.lambda_port, WsgiServer, lambda_app, HOST,
             options.lambda_port, name="lambda",
         )  # fmt: skip
         verifier = Verifier(MotoKeys(), region=options.region)
-        api_app = HttpApi(routes, api, verifier, account_id=ACCOUNT_ID)
+        authorizer = Authorizer(
+            api.resource_policy, region=options.region, account_id=ACCOUNT_ID, api_id=API_ID,
+            stage=api.stage,
+        )  # fmt: skip
+        warn_at_start(authorizer)
+        api_app = HttpApi(routes, api, verifier, authorizer, account_id=ACCOUNT_ID, api_id=API_ID)
         self.api_server = _listen(
             "--api-port", options.api_port, WsgiServer, api_app, HOST, options.api_port,
             name="api",
@@ -234,7 +252,11 @@ class LocalStack:
                 continue
             name = self.stack.physical_id(logical_id)
             dynamodb = self._client("dynamodb")
-            dynamodb.create_table(TableName=name, **table_definition(template, logical_id))
+            try:
+                dynamodb.create_table(TableName=name, **table_definition(template, logical_id))
+            except dynamodb.exceptions.ResourceInUseException:
+                log("table restored", table=name)
+                continue
             dynamodb.get_waiter("table_exists").wait(
                 TableName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 50}
             )
@@ -268,7 +290,11 @@ class LocalStack:
                 if name in _QUEUE_ATTRIBUTES and value is not None
             }
             name = self.stack.physical_id(logical_id)
-            url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+            try:
+                url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+            except sqs.exceptions.QueueNameExists:  # restored, with other attributes
+                url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+                sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
             if props.get("RedrivePolicy"):
                 redrives[url] = json.dumps(props["RedrivePolicy"])
             log("queue created", queue=name)
@@ -276,10 +302,23 @@ class LocalStack:
             sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": policy})
 
     def _create_user(self) -> None:
+        """The user whose keys the banner exports, allowed to invoke the whole API (the
+        local API authorizes as API Gateway does: without a policy, it would be refused)."""
         iam = self._client("iam")
-        iam.create_user(UserName=LOCAL_USER)
-        key = iam.create_access_key(UserName=LOCAL_USER)["AccessKey"]
-        self.user_key = {"id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
+        with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+            iam.create_user(UserName=LOCAL_USER)  # unless restored from .tokenvend/state/
+        api = api_arn(self.options.region, ACCOUNT_ID, API_ID)
+        statement = {"Effect": "Allow", "Action": ACTION, "Resource": f"{api}/*"}
+        iam.put_user_policy(
+            UserName=LOCAL_USER,
+            PolicyName="invoke-the-api",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [statement]}),
+        )
+        key = active_access_key(LOCAL_USER, ACCOUNT_ID)
+        if key is None:
+            created = iam.create_access_key(UserName=LOCAL_USER)["AccessKey"]
+            key = (created["AccessKeyId"], created["SecretAccessKey"])
+        self.user_key = {"id": key[0], "secret": key[1]}
 
     @property
     def table_name(self) -> str:
@@ -402,6 +441,8 @@ class LocalStack:
                     server.stop()
                 except Exception as exc:  # keep stopping the others
                     log("could not stop cleanly", level="WARNING", error=repr(exc))
+        if self.state is not None:
+            self.state.stop()  # the last snapshot: no request can come any more
         if self._saved_env is not None:
             os.environ.clear()
             os.environ.update(self._saved_env)
