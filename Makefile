@@ -32,8 +32,22 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-unit: $(STAMP)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+# The README's awscurl line runs in the tests (tests/e2e/test_readme.py) with awscurl from a
+# virtual environment of its own: it brings awscrt, which would change how botocore signs in
+# .venv. Only the command is put on the tests' PATH.
+TOOLS_VENV ?= .venv-tools
+TOOLS_BIN := .tools/bin
+AWSCURL := $(TOOLS_BIN)/awscurl
+
+$(AWSCURL):
+	python3 -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS_VENV)/bin/python -m pip install --quiet "awscurl>=0.33,<1"
+	mkdir -p $(TOOLS_BIN)
+	ln -sf $(CURDIR)/$(TOOLS_VENV)/bin/awscurl $(AWSCURL)
+
+unit: $(STAMP) $(AWSCURL)
+	PATH="$(CURDIR)/$(TOOLS_BIN):$$PATH" $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 ## soak: the model-based suite's state machines (tests/model) with random seeds and many more,
 ## longer sequences: about TOKENVEND_SOAK_SECONDS (600) plus the shrinking of what fails
@@ -79,4 +93,4 @@ deploy: build
 	$(SAM) deploy $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(CHECKS_VENV) .aws-sam .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKS_VENV) $(TOOLS_VENV) .tools .aws-sam .mypy_cache .pytest_cache .ruff_cache

@@ -21,7 +21,13 @@ from tokenvend_core.errors import TokenVendError as CoreError
 from tokenvend_core.names import PROVIDERS, check_connection, check_provider, parse_min_ttl
 from tokenvend_core.tokens import rfc3339
 
-from .client import DEFAULT_STACK, TokenClient, TokenVendError, aws_session, stack_outputs
+from .client import (
+    DEFAULT_STACK,
+    TokenClient,
+    TokenVendError,
+    aws_session,
+    stack_settings,
+)
 
 OK, FAILED, BAD_INPUT = 0, 1, 2
 SECRET_MAX_BYTES = 65536  # Secrets Manager's limit on a secret string
@@ -88,6 +94,7 @@ class Target:
         self.stack = self.env.get("TOKENVEND_STACK") or DEFAULT_STACK
         self._session: Any = None
         self._outputs: dict[str, str] | None = None
+        self._parameters: dict[str, str] | None = None
         self._outputs_problem = ""
 
     def session(self) -> Any:
@@ -111,14 +118,27 @@ class Target:
 
     def outputs(self) -> dict[str, str]:
         if self._outputs is None:
-            from botocore.exceptions import BotoCoreError, ClientError
-
-            try:
-                self._outputs = stack_outputs(self.session(), self.stack, self._config())
-            except (BotoCoreError, ClientError) as exc:
-                self._outputs = {}
-                self._outputs_problem = _one_line(_aws_detail(exc), 200)
+            self._describe()
+        assert self._outputs is not None
         return self._outputs
+
+    def parameters(self) -> dict[str, str]:
+        """The stack's parameters (CoolDownSeconds, ...); empty without a stack."""
+        if self._parameters is None:
+            self._describe()
+        assert self._parameters is not None
+        return self._parameters
+
+    def _describe(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        self._outputs, self._parameters = {}, {}
+        try:
+            self._outputs, self._parameters = stack_settings(
+                self.session(), self.stack, self._config()
+            )
+        except (BotoCoreError, ClientError) as exc:
+            self._outputs_problem = _one_line(_aws_detail(exc), 200)
 
     def _setting(self, variable: str, output: str) -> str | None:
         return self.env.get(variable) or self.outputs().get(output) or None
@@ -223,9 +243,32 @@ def _read_text(path: str | None, stdin: TextIO, what: str) -> str:
     return text
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads' object hook that refuses an object holding one key twice: JSON parsers
+    disagree on which value wins (Python's, the last; others, the first or an error), so
+    the secret would not mean one thing to everyone who reads it."""
+    value: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in value:
+            raise _DuplicateKey(key)
+        value[key] = item
+    return value
+
+
 def _secret_value(provider: str, text: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        # A key's name only, never a value (the values hold the client secret).
+        raise _bad(
+            f"the secret's JSON holds the key {_one_line(exc.key, 64)!r} more than once; keep one"
+        ) from None
     except json.JSONDecodeError as exc:
         # The position only: the text itself holds the client secret.
         raise _bad(
@@ -323,6 +366,14 @@ def cmd_delete(args: argparse.Namespace, target: Target) -> int:
             if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
                 raise
             said = f"no secret {name}"
+            with aws_step(f"cannot read the token table {target.table()}"):
+                cached = tokens.get(provider, connection, consistent=True)
+            if cached is None:
+                # Neither a secret nor a cached token: there is no such connection.
+                raise CliError(
+                    f"no connection {provider}/{connection}: no secret {name} and no cached "
+                    "token (see tokenvend connections list)"
+                ) from None
     with aws_step(f"{said}, but cannot delete its cached token"):
         if days is None:
             tokens.delete(provider, connection)
@@ -595,12 +646,69 @@ def cmd_refresh(args: argparse.Namespace, target: Target) -> int:
         rejected = sys.stdin.readline().strip()
         if not rejected:
             raise _bad("no token on standard input for --rejected-token -")
+    before = _cached_state(target, provider, connection)
     try:
         answer = _api_client(target).refresh(provider, connection, rejected_token=rejected)
     except TokenVendError as exc:
         raise _api_error(exc) from None
     _print_answer(answer, args.json)
+    if before is not None and not answer.get("stale"):
+        after = _cached_state(target, provider, connection)
+        note = _not_refreshed(target, before, after, answer, rejected, time.time())
+        if note:
+            print(_one_line(note), file=sys.stderr)
     return OK
+
+
+def _cached_state(target: Target, provider: str, connection: str) -> Any:
+    """The connection's item in the token table (its version, when it was refreshed), or
+    None when this caller cannot read the table: the API needs no table access, and the
+    refresh goes ahead without it."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from tokenvend_core.aws.store import TokenStore
+
+    try:
+        dynamodb = target.client("dynamodb", read_timeout=5, attempts=1)
+        return TokenStore(dynamodb, target.table()).get(provider, connection, consistent=True)
+    except (CliError, CoreError, BotoCoreError, ClientError):
+        return None
+
+
+def _not_refreshed(
+    target: Target,
+    before: Any,
+    after: Any,
+    answer: dict[str, Any],
+    rejected: str | None,
+    now: float,
+) -> str | None:
+    """What to say when the API answered the refresh with the token it already had, and
+    why; None when a new token was stored (even one the provider re-issued unchanged, as
+    DingTalk does within a token's validity) or when the table does not tell.
+
+    The API's answer is the same either way; the token table's version says which it was:
+    the provider function stores every token it fetches as a new version."""
+    from tokenvend_core.tokens import sha256_hex
+
+    if after is None or after.version != before.version:
+        return None
+    if after.token_sha256() != sha256_hex(str(answer.get("access_token"))):
+        return None  # the table moved on since the answer: nothing certain to say
+    left = answer.get("expires_in")
+    served = "the API served the current token" + (
+        f", which expires in {human_seconds(left)}" if isinstance(left, int) else ""
+    )
+    if rejected is not None:
+        return f"not refreshed: the rejected token had already been replaced; {served}"
+    last = max(after.last_attempt_at, after.refreshed_at)
+    ago = human_seconds(max(0.0, now - last))
+    cool_down = target.parameters().get("CoolDownSeconds", "")
+    if cool_down.isdigit():
+        why = f"the connection was refreshed {ago} ago and the cool-down is {cool_down} s"
+    else:
+        why = f"the connection was refreshed {ago} ago, within its cool-down (CoolDownSeconds)"
+    return f"not refreshed: {why}; {served}"
 
 
 # -- the local stack ------------------------------------------------------------------------
@@ -658,6 +766,7 @@ def cmd_local(args: argparse.Namespace, target: Target) -> int:
             refresh_every=args.refresh_every,
             parameters=dict(args.parameter_overrides),
             docker_bridge=args.docker_bridge,
+            fresh=args.fresh,
         )
     )
 
@@ -728,6 +837,12 @@ def build_parser() -> argparse.ArgumentParser:
         "functions SAM CLI runs in containers reach this machine; loopback stays, never "
         "0.0.0.0. The demo connections then name that address (see .tokenvend/sam-env.json)",
     )
+    local.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start with empty local AWS state (users, keys, connections, tokens); the "
+        "previous one is kept as .tokenvend/state/aws.pickle.old-<time>",
+    )
     local.set_defaults(run=cmd_local)
 
     connections = commands.add_parser(
@@ -744,7 +859,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="create a connection's secret, or add a new version of it",
         description="Store a connection's secret: a JSON object with the provider's fields, "
         "from --file or standard input. It is checked against the provider's fields before "
-        "anything is written. The JSON replaces the whole secret: for wps365, a refresh_token "
+        "anything is written; an object that holds a key twice is refused. The JSON replaces "
+        "the whole secret: for wps365, a refresh_token "
         "that tokenvend stored is dropped unless the JSON holds it, and the connection then "
         "needs `tokenvend authorize` again.",
         epilog=EPILOG,
@@ -772,7 +888,8 @@ def build_parser() -> argparse.ArgumentParser:
     delete = what.add_parser(
         "delete",
         help="delete a connection's secret and its cached token",
-        description="Delete the connection's secret and its cached token. The secret is "
+        description="Delete the connection's secret and its cached token (exit status 1 when "
+        "there is neither). The secret is "
         "deleted at once, without Secrets Manager's recovery window "
         "(ForceDeleteWithoutRecovery), so that the name can be put again right away; "
         "--recovery-days schedules the deletion instead.",
@@ -821,7 +938,10 @@ def build_parser() -> argparse.ArgumentParser:
         "refresh",
         help="get a new token through the API",
         description="Ask the API for a new token; prints the access token alone. With "
-        "--rejected-token, a new one is fetched only if that token is still the current one.",
+        "--rejected-token, a new one is fetched only if that token is still the current one. "
+        "Within the connection's cool-down (the stack's CoolDownSeconds) the API serves the "
+        "current token instead of asking the provider again; where this command can read "
+        "the token table (as `connections list` does), it says so on standard error, and why.",
         epilog=EPILOG,
         formatter_class=formatter,
     )

@@ -43,7 +43,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -95,7 +94,9 @@ class TokenVendError(Exception):
     reached, no credentials or region were found, the API URL is unknown). `code` is the
     contract's error code (`invalid_request`, `forbidden`, `unknown_connection`,
     `authorization_required`, `provider_rejected`, `provider_unavailable`, `internal`, ...),
-    and for status 0 one of `unreachable`, `no_credentials`, `no_region`, `no_api_url`.
+    and for status 0 one of `unreachable`, `no_credentials`, `no_region`, `no_api_url`, or
+    `invalid_request`: a provider or connection name the API would refuse, found by the
+    client itself before any request.
     `retry_after` is the answer's Retry-After in seconds (given as seconds or as an HTTP
     date), when it has one: the API's 503 `provider_unavailable` carries it, and so may API
     Gateway's own 429 throttling answer. Messages never hold a token.
@@ -130,32 +131,63 @@ def aws_session(env: Mapping[str, str] | None = None) -> boto3.Session:
 def stack_outputs(session: Any, stack: str, config: Any = None) -> dict[str, str]:
     """The outputs of a CloudFormation stack, OutputKey -> OutputValue. Raises botocore's
     errors (ClientError when there is no such stack)."""
+    return stack_settings(session, stack, config)[0]
+
+
+def stack_settings(
+    session: Any, stack: str, config: Any = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(the outputs, the parameters) of a CloudFormation stack, each name -> value, from one
+    DescribeStacks. Raises botocore's errors (ClientError when there is no such stack)."""
     answer = session.client("cloudformation", config=config).describe_stacks(StackName=stack)
-    stacks = answer.get("Stacks") or [{}]
-    return {
+    found = (answer.get("Stacks") or [{}])[0]
+    outputs = {
         str(out["OutputKey"]): str(out.get("OutputValue", ""))
-        for out in stacks[0].get("Outputs") or []
+        for out in found.get("Outputs") or []
         if "OutputKey" in out
     }
+    parameters = {
+        str(param["ParameterKey"]): str(param.get("ParameterValue", ""))
+        for param in found.get("Parameters") or []
+        if "ParameterKey" in param
+    }
+    return outputs, parameters
+
+
+def check_names(provider: Any, connection: Any) -> None:
+    """Raise TokenVendError (status 0, `invalid_request`) for a provider or connection name
+    of a form the API refuses, before any request is signed or sent: the API would answer
+    400, or API Gateway a confusing 403 for a name that breaks the path (`a/b`, `..`). The
+    rules are the service's own (tokenvend_core.names). Whether the provider exists is the
+    API's to say: a stack may deploy providers this installation's catalogue lacks."""
+    from tokenvend_core.names import CONNECTION_RE, PROVIDER_RE
+
+    if not isinstance(provider, str) or not PROVIDER_RE.fullmatch(provider):
+        raise TokenVendError(
+            0,
+            "invalid_request",
+            f"provider {_shown(provider)} is not a provider's name: lower-case letters, "
+            "digits, '_' or '-', such as 'dingtalk'",
+        )
+    if not isinstance(connection, str) or not CONNECTION_RE.fullmatch(connection):
+        raise TokenVendError(
+            0,
+            "invalid_request",
+            f"connection {_shown(connection)} is not a connection's name: 1 to 64 letters, "
+            "digits, '.', '_' or '-', starting with a letter or digit",
+        )
+
+
+def _shown(name: Any) -> str:
+    """A name as a message shows it: quoted, on one line, not too long."""
+    if not isinstance(name, str):
+        return f"of type {type(name).__name__}"
+    return repr(name if len(name) <= 80 else name[:79] + "…")
 
 
 def _one_line(text: str, limit: int = 300) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _retry_after(raw: str | None) -> float | None:
-    """A Retry-After header in seconds from now: delay-seconds or an HTTP date (RFC 9110)."""
-    if not raw:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(raw).timestamp() - time.time()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _expires_in(answer: dict[str, Any]) -> float:
@@ -266,6 +298,7 @@ class TokenClient:
 
     def get(self, provider: str, connection: str, min_ttl: int = 300) -> dict[str, Any]:
         """The API's whole answer: access_token, token_type, expires_at, expires_in, ..."""
+        check_names(provider, connection)
         slot = self._slot((provider, connection, min_ttl))
         entry = slot.entry
         now = self._clock()
@@ -303,6 +336,7 @@ class TokenClient:
         new one. Drops the connection's cached entries and caches the new answer. One refresh
         of a connection at a time: when another thread has already replaced the rejected
         token, its answer is returned without asking the API again."""
+        check_names(provider, connection)
         pair = (provider, connection)
         with self._slots_lock:
             lock = self._refresh_locks.setdefault(pair, threading.Lock())
@@ -511,8 +545,10 @@ class TokenClient:
             message = str(error.get("message") or message)
         elif isinstance(data, dict) and isinstance(data.get("message"), str):
             message = data["message"]  # API Gateway's own answer format
-        retry_after = _retry_after(response.headers.get("Retry-After"))
-        raise TokenVendError(status, code, _one_line(message), retry_after)
+        from tokenvend_core.tokens import retry_after
+
+        wait = retry_after(response.headers.get("Retry-After"))
+        raise TokenVendError(status, code, _one_line(message), wait)
 
 
 class TokenAuth(AuthBase):

@@ -21,7 +21,15 @@ from pathlib import Path
 
 import pytest
 from botocore.credentials import Credentials
-from e2e.harness import MODULE, PORTS, PROVIDERS, LocalProcess, clean_environment, wait_for
+from e2e.harness import (
+    MODULE,
+    PORTS,
+    PROVIDERS,
+    LocalProcess,
+    clean_environment,
+    introspect,
+    wait_for,
+)
 
 STATE = Path(".tokenvend") / "state"
 SNAPSHOT = STATE / "aws.pickle"
@@ -107,6 +115,10 @@ def test_a_restart_keeps_the_exports_the_keys_and_the_connections(
     assert second.credentials.access_key == exported.access_key
     assert second.credentials.secret_key == exported.secret_key
     assert demo_tokens(second, exported) == dict.fromkeys(PROVIDERS, 200)
+    # and each demo token is one the new sandbox issued (the earlier one's are unknown to it)
+    for provider in PROVIDERS:
+        token = second.call("GET", f"/tokens/{provider}/demo").json()["access_token"]
+        assert introspect(second, token).get("active") is True, provider
     assert second.call("GET", "/tokens/oauth2/demo", credentials=workload).status_code == 200
     versions = second.client("secretsmanager").list_secret_version_ids(SecretId=mine)
     assert len(versions["Versions"]) == 2

@@ -372,6 +372,23 @@ def test_delete_of_a_token_without_a_secret(
     assert aws.item("dingtalk", "orphan") is None
 
 
+def test_delete_of_a_connection_that_does_not_exist(
+    aws: Aws, fleet: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given neither a secret nor a cached token for dingtalk/nosuch
+    secrets, items = aws.secret_names(), aws.ddb.scan(TableName=TABLE)["Count"]
+    # When
+    status, out, err = run(capsys, "connections", "delete", "dingtalk", "nosuch")
+    # Then: exit 1, one line that says so, and nothing else deleted
+    assert (status, out) == (1, "")
+    assert err == (
+        "error: no connection dingtalk/nosuch: no secret tokenvend/dingtalk/nosuch and no "
+        "cached token (see tokenvend connections list)\n"
+    )
+    assert aws.secret_names() == secrets
+    assert aws.ddb.scan(TableName=TABLE)["Count"] == items
+
+
 # -- names from the stack's outputs ---------------------------------------------------------
 
 
@@ -560,6 +577,111 @@ def test_refresh_reports_the_rejected_token(
     [(method, path, _, body)] = api.requests
     assert (method, path) == ("POST", "/tokens/dingtalk/corp-a/refresh")
     assert json.loads(body) == {"rejected_token_sha256": sha256_hex("tok-0")}
+
+
+class RefreshingApi(Recorder):
+    """The tokenvend API at its refresh route, with the token table behind it: answers
+    with the token the table holds after `on_refresh` (the provider function's part) ran."""
+
+    def __init__(self, aws: Aws) -> None:
+        self.aws = aws
+        self.on_refresh: Any = None
+        super().__init__()
+
+    def handle(self, http: BaseHTTPRequestHandler) -> None:
+        if self.on_refresh is not None:
+            self.on_refresh()
+        state = self.aws.tokens.get("dingtalk", "corp-a", consistent=True)
+        assert state is not None and state.access_token
+        self.reply = (
+            200,
+            {
+                "provider": "dingtalk",
+                "connection": "corp-a",
+                "access_token": state.access_token,
+                "token_type": "Bearer",
+                "expires_at": "2026-11-22T20:00:00Z",
+                "expires_in": int(state.expires_at - time.time()),
+            },
+            {},
+        )
+        super().handle(http)
+
+
+@pytest.fixture
+def refreshing(monkeypatch: pytest.MonkeyPatch, aws: Aws) -> Iterator[RefreshingApi]:
+    server = RefreshingApi(aws)
+    monkeypatch.setenv("TOKENVEND_API_URL", server.url)
+    yield server
+    server.close()
+
+
+def test_refresh_inside_the_cool_down_says_the_token_was_not_refreshed(
+    aws: Aws, refreshing: RefreshingApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a token refreshed moments ago, which the API serves again (the cool-down)
+    token = aws.healthy("dingtalk", "corp-a", now=time.time() - 5, left=3600)
+    # When
+    status, out, err = run(capsys, "refresh", "dingtalk", "corp-a")
+    # Then the token is printed, and stderr says in one line that it is not a new one, and why
+    assert (status, out) == (0, token + "\n")
+    said = re.fullmatch(
+        r"not refreshed: the connection was refreshed (\d+)s ago, within its cool-down "
+        r"\(CoolDownSeconds\); the API served the current token, which expires in \d+m( \d+s)?\n",
+        err,
+    )
+    assert said is not None, err
+    assert int(said.group(1)) >= 5
+    assert token not in err
+
+
+def test_refresh_names_the_stacks_cool_down_when_it_can(
+    aws: Aws, refreshing: RefreshingApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the stack's CoolDownSeconds, as CloudFormation tells it
+    template = {
+        "Parameters": {"CoolDownSeconds": {"Type": "Number", "Default": "45"}},
+        "Resources": {"Queue": {"Type": "AWS::SQS::Queue"}},
+    }
+    aws.cfn.create_stack(StackName="tokenvend", TemplateBody=json.dumps(template))
+    aws.healthy("dingtalk", "corp-a", now=time.time() - 5, left=3600)
+    # When
+    status, _, err = run(capsys, "refresh", "dingtalk", "corp-a", "--json")
+    # Then
+    assert status == 0
+    assert re.match(
+        r"not refreshed: the connection was refreshed \d+s ago and the cool-down is 45 s; ", err
+    ), err
+
+
+def test_refresh_that_stores_a_new_token_says_nothing_more(
+    aws: Aws, refreshing: RefreshingApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a provider that re-issues the very same token (DingTalk does, within its
+    # validity): a new version in the table, the same token string
+    token = aws.healthy("dingtalk", "corp-a", now=time.time() - 5, left=3600)
+    refreshing.on_refresh = lambda: aws.healthy("dingtalk", "corp-a", now=time.time(), left=3600)
+    # When / Then: a refresh happened, so nothing is said
+    assert run(capsys, "refresh", "dingtalk", "corp-a") == (0, token + "\n", "")
+
+
+def test_refresh_of_an_already_replaced_token_says_so(
+    aws: Aws, refreshing: RefreshingApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = aws.healthy("dingtalk", "corp-a", now=time.time() - 5, left=3600)
+    status, out, err = run(capsys, "refresh", "dingtalk", "corp-a", "--rejected-token", "old")
+    assert (status, out) == (0, token + "\n")
+    assert err.startswith("not refreshed: the rejected token had already been replaced; ")
+
+
+def test_refresh_without_the_table_says_nothing_more(
+    aws: Aws, refreshing: RefreshingApi, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    # Given a caller who may use the API but cannot read the token table
+    token = aws.healthy("dingtalk", "corp-a", now=time.time() - 5, left=3600)
+    monkeypatch.setenv("TOKENVEND_TABLE", "no-such-table")
+    # When / Then: the refresh goes ahead as before
+    assert run(capsys, "refresh", "dingtalk", "corp-a") == (0, token + "\n", "")
 
 
 @pytest.mark.parametrize(

@@ -80,6 +80,35 @@ BAD_SECRETS = {
     ),
     "bad client_auth": ({**DINGTALK, "client_auth": "magic"}, "client_auth must be one of"),
     "empty": ("   \n", "is empty: expected the secret's JSON"),
+    # A field of the wrong type is named as such, not as missing
+    "a number for a string": (
+        {**DINGTALK, "client_id": 1},
+        "field client_id must be a string, not a number",
+    ),
+    "a number, and a field missing": (
+        {"client_id": 1, "client_secret": CLIENT_SECRET},
+        "field client_id must be a string, not a number",
+    ),
+    "null for a string": (
+        {**DINGTALK, "corp_id": None},
+        "field corp_id must be a string, not null",
+    ),
+    # An object that holds a key twice means different things to different JSON parsers
+    "a key twice": (
+        '{"client_id": "a", "client_secret": "' + CLIENT_SECRET + '", "corp_id": "c", '
+        '"client_id": "b"}',
+        "the secret's JSON holds the key 'client_id' more than once",
+    ),
+    "a key twice, same value": (
+        '{"client_id": "a", "client_id": "a", "client_secret": "' + CLIENT_SECRET + '", '
+        '"corp_id": "c"}',
+        "holds the key 'client_id' more than once",
+    ),
+    "a key twice in extra_params": (
+        '{"client_id": "a", "client_secret": "' + CLIENT_SECRET + '", "corp_id": "c", '
+        '"extra_params": {"k": "1", "k": "2"}}',
+        "holds the key 'k' more than once",
+    ),
 }
 
 
@@ -147,6 +176,20 @@ def test_put_reads_standard_input(
     assert secret_names(aws) == ["tokenvend/dingtalk/corp-a"]
 
 
+def test_put_refuses_a_key_twice_on_standard_input(
+    aws: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = '{"client_secret": "x", "client_id": "a", "corp_id": "c", "client_secret": "y"}'
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+    assert main(["connections", "put", "dingtalk", "corp-a", "--file", "-"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert one_line(err) == (
+        "error: the secret's JSON holds the key 'client_secret' more than once; keep one"
+    )
+    assert secret_names(aws) == []
+
+
 def test_put_refuses_empty_standard_input(
     aws: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -201,6 +244,60 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     assert secret_names(aws) == ["tokenvend/dingtalk/corp-a"]
     value = aws.get_secret_value(SecretId="tokenvend/dingtalk/corp-a")["SecretString"]
     assert json.loads(value) == DINGTALK
+
+
+# -- the check behind the messages: the catalogue's validate_secret ------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [(1, "a number"), (1.5, "a number"), (True, "a boolean"), (None, "null"),
+     ({"a": "b"}, "an object"), (["x"], "an array")],
+)  # fmt: skip
+@pytest.mark.parametrize("provider", ["aspose", "dingtalk", "oauth2"])
+def test_validate_secret_names_a_field_of_the_wrong_type(
+    provider: str, value: Any, kind: str
+) -> None:
+    from tokenvend_core.catalogue.spec import spec_for, validate_secret
+    from tokenvend_core.errors import InvalidRequest
+
+    # Given a secret whose only fault is client_id's type, and one with nothing else at all
+    good = {
+        "aspose": {"client_id": "a", "client_secret": CLIENT_SECRET},
+        "dingtalk": DINGTALK,
+        "oauth2": {
+            "token_url": "https://auth.example.com/token",
+            "client_id": "a",
+            "client_secret": CLIENT_SECRET,
+        },
+    }[provider]
+    for secret in ({**good, "client_id": value}, {"client_id": value}):
+        # When / Then: the type is named, not a missing field
+        with pytest.raises(InvalidRequest) as caught:
+            validate_secret(spec_for(provider), secret)
+        assert caught.value.message == f"field client_id must be a string, not {kind}"
+        assert CLIENT_SECRET not in caught.value.message
+
+
+def test_validate_secret_names_every_field_of_the_wrong_type() -> None:
+    from tokenvend_core.catalogue.spec import spec_for, validate_secret
+    from tokenvend_core.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest) as caught:
+        validate_secret(spec_for("dingtalk"), {"client_id": 7, "corp_id": False})
+    assert caught.value.message == (
+        "field client_id must be a string, not a number; "
+        "field corp_id must be a string, not a boolean"
+    )
+
+
+def test_validate_secret_still_says_what_is_missing() -> None:
+    from tokenvend_core.catalogue.spec import spec_for, validate_secret
+    from tokenvend_core.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest) as caught:
+        validate_secret(spec_for("dingtalk"), {"client_id": "a", "client_secret": "s"})
+    assert caught.value.message == "dingtalk needs the field(s): corp_id"
 
 
 # -- other failures: exit 1, one line -------------------------------------------------------
@@ -278,7 +375,10 @@ def test_local_passes_its_options_to_the_local_stack(
         "refresh_every": 2.5,
         "parameters": {},
         "docker_bridge": None,
+        "fresh": False,
     }
+    assert main(["local", "--fresh"]) == 3
+    assert seen["fresh"] is True
     assert main(["local", "--docker-bridge"]) == 3
     assert seen["docker_bridge"] == ""  # docker0's address
     assert main(["local", "--docker-bridge", "172.17.0.1"]) == 3

@@ -422,6 +422,60 @@ def test_unknown_connection(api: FakeApi, client: TokenClient) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("provider", "connection", "expected"),
+    [
+        ("DingTalk", "corp-a", "provider 'DingTalk' is not a provider's name"),
+        ("ding/talk", "corp-a", "provider 'ding/talk' is not a provider's name"),
+        ("", "corp-a", "provider '' is not a provider's name"),
+        ("dingtalk", "corp a", "connection 'corp a' is not a connection's name"),
+        ("dingtalk", "a/b", "connection 'a/b' is not a connection's name"),
+        ("dingtalk", "..", "connection '..' is not a connection's name"),
+        ("dingtalk", "x" * 65, "is not a connection's name: 1 to 64 letters"),
+        ("dingtalk", None, "connection of type NoneType is not a connection's name"),
+    ],
+)
+def test_a_malformed_name_is_refused_before_any_request(
+    api: FakeApi, client: TokenClient, provider: Any, connection: Any, expected: str
+) -> None:
+    # When / Then: get, get_token and refresh all refuse it with the client's own error
+    calls = (
+        lambda: client.get(provider, connection),
+        lambda: client.get_token(provider, connection),
+        lambda: client.refresh(provider, connection),
+        lambda: client.refresh(provider, connection, rejected_token="tok-1"),
+    )
+    for call in calls:
+        with pytest.raises(TokenVendError) as caught:
+            call()
+        assert (caught.value.status, caught.value.code) == (0, "invalid_request")
+        assert expected in caught.value.message
+    # and nothing reached the API, signed or not
+    assert api.calls == [] and api.refused == []
+
+
+def test_names_of_every_form_the_api_takes_are_let_through(
+    api: FakeApi, client: TokenClient
+) -> None:
+    # A provider this installation's catalogue does not know may be deployed: the API says.
+    for provider, connection in [("dingtalk", "corp-a"), ("entra-v1", "A.b_c-9"), ("new", "x")]:
+        assert client.get_token(provider, connection) == "tok-1"
+    assert [call.path for call in api.calls] == [
+        "/tokens/dingtalk/corp-a",
+        "/tokens/entra-v1/A.b_c-9",
+        "/tokens/new/x",
+    ]
+
+
+def test_token_auth_with_a_malformed_name_sends_nothing(
+    api: FakeApi, client: TokenClient, target: Target
+) -> None:
+    with pytest.raises(TokenVendError) as caught:
+        requests.get(target.url, auth=TokenAuth(client, "dingtalk", "corp/a"), timeout=10)
+    assert caught.value.code == "invalid_request"
+    assert api.calls == [] and target.seen == []
+
+
 def test_an_answer_without_a_body_format_still_raises(api: FakeApi, client: TokenClient) -> None:
     api.error = (403, {"message": "Missing Authentication Token"}, {})
     with pytest.raises(TokenVendError) as caught:

@@ -17,7 +17,11 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 SERVICE = "tokenvend"
 
-logger = Logger(service=SERVICE)
+# Timestamps in RFC 3339, UTC, to the millisecond ("2026-11-30T07:47:27.842+00:00"), not
+# Powertools' default ("2026-11-30 07:47:27,842+0000", local time): one format that
+# datetime.fromisoformat, jq and log viewers read, the one tokenvend local's own lines use
+# (src/tokenvend/local/log.py) and the one Powertools means to make its default.
+logger = Logger(service=SERVICE, utc=True, use_rfc3339=True)
 metrics = Metrics(namespace=SERVICE, service=SERVICE)
 # botocore is patched at once; requests only where it is used (runtime.build_refresher).
 tracer = Tracer(service=SERVICE, patch_modules=("botocore",))

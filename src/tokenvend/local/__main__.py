@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fresh",
         action="store_true",
-        help="start with empty local AWS state; the previous one is kept as "
-        ".tokenvend/state/aws.pickle.old-<time>",
+        help="start with empty local AWS state (users, keys, connections, tokens); the "
+        "previous one is kept as .tokenvend/state/aws.pickle.old-<time>",
     )
     args = parser.parse_args(argv)
     parameters = {}

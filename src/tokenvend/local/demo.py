@@ -4,7 +4,10 @@ Each provider gets a sandbox client with a fresh random secret, and a connection
 the local Secrets Manager that points at the sandbox, exactly as an operator would put a
 real one (`tokenvend connections put`). wps365's connection is authorized through the
 sandbox's own authorization step: the sandbox issues a code, as a user's consent would, and
-the wps365 function redeems it, as `tokenvend authorize` does. The secrets are never shown.
+the wps365 function redeems it, as `tokenvend authorize` does. Then every demo connection's
+first token is fetched through its provider function, as a first vend would, so that each
+has a token in the table when `ready` is printed; a connection that cannot get one stops the
+start with the provider's own error. The secrets are never shown.
 
 The connections name the sandbox at `base_url` when given (with `--docker-bridge`, the
 bridge address: one URL that the in-process functions and SAM CLI's containers both reach).
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..sandbox import Sandbox
@@ -87,11 +90,13 @@ def set_up(
     secrets_prefix: str,
     secretsmanager: Any,
     lambda_client: Any,
+    forget: Callable[[str, str], None],
     base_url: str | None = None,
 ) -> list[str]:
     """Register, store and (for an authorization code grant) authorize the demo connection
-    of every provider that has both a function and a sandbox endpoint; returns those
-    providers."""
+    of every provider that has both a function and a sandbox endpoint, and fetch its first
+    token; returns those providers. `forget(provider, connection)` drops a connection's
+    cached token."""
     ready = []
     for provider, function_name in provider_functions.items():
         try:
@@ -100,16 +105,79 @@ def set_up(
             log("no demo connection", provider=provider, reason=str(exc))
             continue
         sandbox.register(provider, value["client_id"], value.get("client_secret", ""), **attrs)
-        secretsmanager.create_secret(
-            Name=f"{secrets_prefix}{provider}/{CONNECTION}",
-            Description=f"tokenvend local: the {provider} demo connection (sandbox)",
-            SecretString=json.dumps(value),
-        )
+        if _store(secretsmanager, f"{secrets_prefix}{provider}/{CONNECTION}", provider, value):
+            # kept from an earlier start (.tokenvend/state/): its cached token is the earlier
+            # sandbox's, which this one does not know
+            forget(provider, CONNECTION)
         if sandbox.dialect(provider).grant == "authorization_code":
             _authorize(sandbox, lambda_client, provider, function_name, value)
         ready.append(provider)
+    for provider in ready:
+        _first_token(lambda_client, provider, provider_functions[provider])
     log("demo connections ready", connection=CONNECTION, providers=ready)
     return ready
+
+
+def _store(secretsmanager: Any, name: str, provider: str, value: dict[str, Any]) -> bool:
+    """Create the demo connection's secret, or add a version to one kept from an earlier
+    start (the sandbox's client secrets are new at every start); whether it was kept."""
+    from botocore.exceptions import ClientError
+
+    text = json.dumps(value)
+    try:
+        secretsmanager.create_secret(
+            Name=name,
+            Description=f"tokenvend local: the {provider} demo connection (sandbox)",
+            SecretString=text,
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ResourceExistsException":
+            raise
+        secretsmanager.put_secret_value(SecretId=name, SecretString=text)
+        return True
+    return False
+
+
+def _first_token(lambda_client: Any, provider: str, function_name: str) -> None:
+    """The demo connection's first token, fetched through its provider function with the
+    event the vend function sends on a miss (one already there, e.g. an authorization's,
+    is kept): the token table holds it before `ready`."""
+    event = {"action": "refresh", "connection": CONNECTION, "min_ttl": 0}
+    result = _invoke(lambda_client, function_name, event)
+    if not result.get("ok") or not result.get("version"):
+        raise DemoError(
+            f"the {provider} demo connection got no first token from {function_name} "
+            f"({_problem(result)})"
+        )
+    log(
+        "demo connection has a token",
+        provider=provider,
+        connection=CONNECTION,
+        version=result["version"],
+        expires_at=result.get("expires_at"),
+    )
+
+
+def _invoke(lambda_client: Any, function_name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """A provider function's answer; a crash or an unreadable answer as {"ok": False, ...}."""
+    answer = lambda_client.invoke(FunctionName=function_name, Payload=json.dumps(event).encode())
+    try:
+        result = json.loads(answer["Payload"].read() or b"null")
+    except ValueError:
+        result = None
+    if answer.get("FunctionError"):
+        message = result.get("errorMessage") if isinstance(result, dict) else None
+        return {"ok": False, "error": {"code": answer["FunctionError"], "message": message}}
+    if not isinstance(result, dict):
+        return {"ok": False, "error": {"code": "unreadable", "message": "not a JSON object"}}
+    return result
+
+
+def _problem(result: dict[str, Any]) -> str:
+    error = result.get("error")
+    if isinstance(error, dict):
+        return f"{error.get('code')}: {error.get('message')}"
+    return "no token version in the answer"
 
 
 def _authorize(
@@ -126,9 +194,8 @@ def _authorize(
         "code": code,
         "redirect_uri": value["redirect_uri"],
     }
-    answer = lambda_client.invoke(FunctionName=function_name, Payload=json.dumps(event).encode())
-    result = json.loads(answer["Payload"].read() or b"null")
-    if answer.get("FunctionError") or not isinstance(result, dict) or not result.get("ok"):
-        error = (result or {}).get("error") if isinstance(result, dict) else None
-        detail = f"{error.get('code')}: {error.get('message')}" if isinstance(error, dict) else ""
-        raise DemoError(f"the {provider} demo connection could not be authorized ({detail})")
+    result = _invoke(lambda_client, function_name, event)
+    if not result.get("ok"):
+        raise DemoError(
+            f"the {provider} demo connection could not be authorized ({_problem(result)})"
+        )

@@ -1,5 +1,7 @@
 """The local stack's own log lines: JSON on stderr, like the functions' Powertools lines, so
 that everything tokenvend local writes to stderr reads with one tool (`jq`, a log viewer).
+Their `timestamp` is written as the functions' Logger writes it (tokenvend_core.observability:
+Powertools' `use_rfc3339` in UTC): RFC 3339 to the millisecond, "2026-11-30T07:47:27.842+00:00".
 
 Never pass a secret, a token, a signature or a request body here."""
 
@@ -16,12 +18,17 @@ SERVICE = "tokenvend-local"
 _lock = threading.Lock()
 
 
+def timestamp(moment: datetime | None = None) -> str:
+    """A log line's timestamp, as Powertools' Logger writes it with `utc` and `use_rfc3339`."""
+    return (moment or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
+
+
 def log(message: str, *, level: str = "INFO", **fields: Any) -> None:
     record = {
         "level": level,
         "location": "tokenvend.local",
         "message": message,
-        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "timestamp": timestamp(),
         "service": SERVICE,
         **fields,
     }

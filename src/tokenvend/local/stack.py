@@ -355,6 +355,14 @@ class LocalStack:
                 "checkout (`pip install -e .`) or put its layers/core first on PYTHONPATH"
             )
 
+    def _forget_token(self, provider: str, connection: str) -> None:
+        """Drop a connection's item from the token table (a demo connection kept from an
+        earlier start holds a token of the earlier sandbox)."""
+        self._client("dynamodb").delete_item(
+            TableName=self.table_name,
+            Key={"provider": {"S": provider}, "connection": {"S": connection}},
+        )
+
     def provider_functions(self) -> dict[str, str]:
         """provider -> function name, for the functions whose environment names a PROVIDER."""
         return {
@@ -379,6 +387,7 @@ class LocalStack:
                 secrets_prefix=self.secrets_prefix,
                 secretsmanager=self._client("secretsmanager"),
                 lambda_client=self._client("lambda"),
+                forget=self._forget_token,
                 base_url=self._url(sandbox_port),
             )
         except demo.DemoError as exc:

@@ -365,6 +365,18 @@ def validate_secret(
     # Whether the client secret is needed depends on the client authentication; the URL's
     # part in that (url_client_auth) is read from its template here, and again, filled in,
     # once the URL is judged.
+    # A field of the wrong type is named as such before any is called missing: {"client_id":
+    # 1} is a number where text belongs, not a missing client_id.
+    text_fields = (set(spec.required) | set(spec.optional) | set(TEXT_FIELDS)) - {
+        "refresh_expires_at"
+    }
+    wrong = [
+        f"field {name} must be a string, not {_json_type(field_value)}"
+        for name, field_value in value.items()
+        if name in text_fields and not isinstance(field_value, str)
+    ]
+    if wrong:
+        raise InvalidRequest("; ".join(wrong))
     needs_secret = _uses_secret(spec, value)
     missing = [
         name
@@ -373,9 +385,6 @@ def validate_secret(
     ]
     if missing:
         raise InvalidRequest(f"{spec.name} needs the field(s): {', '.join(missing)}")
-    for name in set(spec.required) | set(spec.optional) | set(TEXT_FIELDS):
-        if name in value and name != "refresh_expires_at" and not isinstance(value[name], str):
-            raise InvalidRequest(f"field {name} must be a string")
     if "refresh_expires_at" in value and seconds(value["refresh_expires_at"]) is None:
         raise InvalidRequest("field refresh_expires_at must be a number")
     auth = value.get("client_auth")
@@ -466,3 +475,18 @@ def _check_client_certificate(cert_pem: str, key_pem: str) -> None:
 
 def _text(value: Any) -> bool:
     return isinstance(value, str) and value.strip() != ""
+
+
+def _json_type(value: Any) -> str:
+    """What a JSON value is, as a message names it (never the value: it may be a secret)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return "a string" if isinstance(value, str) else type(value).__name__
