@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 SAM_VENV ?= .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 
-.PHONY: local test lint unit soak bench template build validate security sam-local deploy clean
+.PHONY: local test lint unit browser soak bench template build validate security sam-local deploy clean
 
 $(STAMP): pyproject.toml layers/core/requirements.txt
 	python3 -m venv $(VENV)
@@ -46,7 +46,31 @@ $(AWSCURL):
 	mkdir -p $(TOOLS_BIN)
 	ln -sf $(CURDIR)/$(TOOLS_VENV)/bin/awscurl $(AWSCURL)
 
-unit: $(STAMP) $(AWSCURL)
+## browser: the OS's headless Chromium and its chromium-driver, for the browser tests
+## (tests/e2e/test_link_browser.py). Installed with apt-get when missing and this runs as root
+## (or with password-less sudo); otherwise, or when the install fails, nothing fails here:
+## the browser tests skip and say why.
+BROWSER_LOG ?= /tmp/tokenvend-chromium-apt.log
+
+browser:
+	@if command -v chromedriver >/dev/null 2>&1 && \
+	  { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }; then \
+	  :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "browser: no chromium and no apt-get: the browser tests will skip"; \
+	else \
+	  if [ "$$(id -u)" = 0 ]; then root=""; \
+	  elif sudo -n true >/dev/null 2>&1; then root="sudo -n"; \
+	  else echo "browser: no chromium, and not root: the browser tests will skip"; exit 0; fi; \
+	  echo "browser: installing chromium and chromium-driver from the OS's packages"; \
+	  if { $$root env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	       $$root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	         --no-install-recommends chromium chromium-driver; } >$(BROWSER_LOG) 2>&1; then :; \
+	  else tail -5 $(BROWSER_LOG); \
+	    echo "browser: chromium could not be installed: the browser tests will skip"; fi; \
+	fi
+
+unit: $(STAMP) $(AWSCURL) browser
 	PATH="$(CURDIR)/$(TOOLS_BIN):$$PATH" $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 ## soak: the model-based suite's state machines (tests/model) with random seeds and many more,

@@ -1,4 +1,5 @@
-"""The vend function: GET /tokens/{provider}/{connection} and POST .../refresh."""
+"""The vend function: GET /tokens/{provider}/{connection}, POST .../refresh, POST
+/connections/{provider}/{connection}/connect and GET /connect/callback (the link flow)."""
 
 from __future__ import annotations
 

@@ -161,6 +161,12 @@ class Target:
         output = provider[:1].upper() + provider[1:] + "FunctionName"
         return self.outputs().get(output) or f"{self.stack}-{provider}"
 
+    def known_api_url(self) -> str | None:
+        """The API's URL when it can be told (TOKENVEND_API_URL, the stack's ApiUrl), else
+        None: for notes that are better left unsaid than guessed."""
+        url = self._setting("TOKENVEND_API_URL", "ApiUrl")
+        return url.rstrip("/") if url else None
+
     def api_url(self) -> str:
         url = self._setting("TOKENVEND_API_URL", "ApiUrl")
         if not url:
@@ -336,7 +342,35 @@ def cmd_put(args: argparse.Namespace, target: Target) -> int:
         ):
             tokens = TokenStore(target.client("dynamodb"), target.table())
             tokens.set_access(provider, connection, value["allowed_principals"])
+    note = _callback_note(target, provider, value)
+    if note:
+        print(_one_line(note), file=sys.stderr)
     return OK
+
+
+#: The path of the link flow's callback under the API's URL (contract: "Connecting a user").
+CALLBACK_PATH = "/connect/callback"
+
+
+def _callback_note(target: Target, provider: str, value: Mapping[str, Any]) -> str | None:
+    """What to tell an operator whose authorization-code connection names a redirect_uri
+    other than this stack's link callback: `tokenvend connect` links send the user's browser
+    to the secret's redirect_uri, which must be the callback, registered with the provider's
+    app. None when they match, or when the API's URL cannot be told (nothing is guessed)."""
+    if not spec_for(provider).uses_refresh_token:
+        return None
+    api_url = target.known_api_url()
+    if not api_url:
+        return None
+    callback = api_url + CALLBACK_PATH
+    redirect_uri = value.get("redirect_uri")
+    if redirect_uri == callback:
+        return None
+    return (
+        f"note: redirect_uri is {redirect_uri!r}, not this stack's link callback; for "
+        f"`tokenvend connect` links, set redirect_uri to {callback} and register that URL "
+        "with the provider's app"
+    )
 
 
 def cmd_delete(args: argparse.Namespace, target: Target) -> int:
@@ -623,6 +657,75 @@ def _api_error(exc: TokenVendError) -> CliError:
         message += f" (retry after {math.ceil(exc.retry_after)} s)"
     status = BAD_INPUT if exc.status == 400 else FAILED
     return CliError(_one_line(message), status)
+
+
+# -- links: a user authorizes a connection in a browser -------------------------------------
+
+
+def cmd_connect(args: argparse.Namespace, target: Target) -> int:
+    provider, connection = _names(args.provider, args.connection)
+    if not spec_for(provider).uses_refresh_token:
+        takers = [name for name in PROVIDERS if spec_for(name).uses_refresh_token]
+        raise _bad(f"{provider} has no user to connect (only {', '.join(takers)} has)")
+    path = f"/connections/{provider}/{connection}/connect"
+    try:
+        answer = _signed_post(target, path)
+    except TokenVendError as exc:
+        raise _api_error(exc) from None
+    if not isinstance(answer.get("url"), str) or not answer["url"]:
+        raise CliError("the API answered without a link")
+    print(json.dumps(answer, indent=2) if args.json else answer["url"])
+    return OK
+
+
+def _signed_post(target: Target, path: str) -> dict[str, Any]:
+    """A SigV4-signed POST (service execute-api) to the API with no body; the JSON object
+    answered, or TokenVendError as the API client raises it (status, code, message)."""
+    import requests
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    base = target.api_url().rstrip("/")
+    url = base + path
+    session = target.session()
+    with aws_step("cannot load AWS credentials"):
+        credentials = session.get_credentials()
+    if credentials is None:
+        raise CliError(
+            "no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID and friends)"
+        )
+    region = session.region_name
+    if not region:
+        raise CliError("no AWS region (set AWS_REGION)")
+    request = AWSRequest(method="POST", url=url, headers={"Accept": "application/json"})
+    SigV4Auth(credentials.get_frozen_credentials(), "execute-api", region).add_auth(request)
+    try:
+        response = requests.post(
+            url, headers=dict(request.headers.items()), timeout=(5, 35), allow_redirects=False
+        )
+    except requests.RequestException as exc:
+        raise TokenVendError(
+            0, "unreachable", f"cannot reach the tokenvend API at {base} ({type(exc).__name__})"
+        ) from None
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if 200 <= response.status_code < 300:
+        if not isinstance(data, dict):
+            raise TokenVendError(response.status_code, "bad_answer", "the API's answer is not JSON")
+        return data
+    code, message = f"http_{response.status_code}", response.reason or "error"
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        code = str(error.get("code") or code)
+        message = str(error.get("message") or message)
+    elif isinstance(data, dict) and isinstance(data.get("message"), str):
+        message = data["message"]  # API Gateway's own answer format
+    from tokenvend_core.tokens import retry_after
+
+    wait = retry_after(response.headers.get("Retry-After"))
+    raise TokenVendError(response.status_code, code, _one_line(message), wait)
 
 
 def cmd_token(args: argparse.Namespace, target: Target) -> int:
@@ -919,6 +1022,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--redirect-uri", metavar="URI", help="default: the secret's redirect_uri"
     )
     authorize.set_defaults(run=cmd_authorize)
+
+    connect = commands.add_parser(
+        "connect",
+        help="a link for a user to authorize a connection in a browser",
+        description="Ask the API for a link (POST /connections/PROVIDER/CONNECTION/connect) "
+        "that a user opens in a browser to authorize the connection at the provider: the "
+        "provider's consent page, then the stack's /connect/callback, which redeems the code "
+        "(no code to copy). Prints the link alone; it works once, for 10 minutes, and a newer "
+        "link of the same connection replaces it. The connection's redirect_uri must be "
+        "<API URL>/connect/callback, registered with the provider's app.",
+        epilog=EPILOG,
+        formatter_class=formatter,
+    )
+    _pair(connect)
+    connect.add_argument(
+        "--json", action="store_true", help="print the whole answer (url, expires_at)"
+    )
+    connect.set_defaults(run=cmd_connect)
 
     token = commands.add_parser(
         "token",

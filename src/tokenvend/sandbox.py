@@ -59,6 +59,7 @@ import argparse
 import base64
 import binascii
 import contextlib
+import hashlib
 import hmac
 import html
 import json
@@ -97,6 +98,14 @@ __all__ = [
 
 GRANT_LIFETIME = 2_592_000  # 30 days: a refresh grant, counted from the code's redemption
 CODE_LIFETIME = 600  # an authorization code is good for 10 minutes
+CONSENT_LIFETIME = 600  # a consent page's Allow/Deny works for 10 minutes, once
+_MAX_CONSENTS = 1000  # pending consent pages kept (the oldest go first)
+#: RFC 7636: a code_verifier is 43 to 128 unreserved characters; an S256 code_challenge is
+#: the unpadded base64url of a SHA-256 digest (43 characters).
+_PKCE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
+_PKCE_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
+#: `?auto=` on an authorization page: a script's answer instead of the page's buttons.
+AUTO_DECISIONS = ("allow", "deny")
 WPS_GRANT_LIFETIME, WPS_CODE_LIFETIME = GRANT_LIFETIME, CODE_LIFETIME  # their first user
 _MAX_BODY = 1 << 20
 _MAX_RECORDED = 1000  # per provider: `tokenvend local` runs for hours
@@ -224,6 +233,8 @@ class Dialect:
     required: tuple[str, ...] = ()
     # A client-credentials grant under the server's own name; "" when it takes none.
     grant_type: str = "client_credentials"
+    # authorization_code: the server binds codes to a PKCE S256 challenge when given one.
+    pkce: bool = False
 
     @classmethod
     def from_entry(cls, name: str, entry: Mapping[str, Any]) -> Dialect:
@@ -281,6 +292,9 @@ class Dialect:
         grant_type = entry.get("grant_type", "client_credentials")
         if not isinstance(grant_type, str):
             raise ValueError(f"provider {name!r}: grant_type must be a string")
+        pkce = entry.get("pkce", False)
+        if not isinstance(pkce, bool):
+            raise ValueError(f"provider {name!r}: pkce must be true or false")
         return cls(
             name=name,
             grant_type=grant_type,
@@ -306,6 +320,7 @@ class Dialect:
             assertion_audience=text("assertion_audience", "token_url"),
             deploy=deploy,
             required=texts("required"),
+            pkce=pkce,
         )
 
     def auth_for(self, path: str) -> tuple[str, str]:
@@ -682,6 +697,19 @@ class _Code:
     redirect_uri: str
     expires_at: float
     used: bool = False
+    code_challenge: str | None = None  # PKCE S256: the token request must match it
+
+
+@dataclass
+class _Consent:
+    """An authorization request shown on a consent page, waiting for Allow or Deny."""
+
+    provider: str
+    client_id: str
+    redirect_uri: str
+    state: str | None
+    code_challenge: str | None
+    expires_at: float
 
 
 @dataclass
@@ -807,6 +835,7 @@ class Sandbox:
         self._tokens: dict[str, IssuedToken] = {}
         self._dingtalk_current: dict[tuple[str, str], str] = {}
         self._codes: dict[str, _Code] = {}
+        self._consents: dict[str, _Consent] = {}  # by the consent page's ticket
         self._grants: dict[str, _Grant] = {}  # by current refresh token
         self._grant_order: list[_Grant] = []
         self._assertions: dict[tuple[str, str, str], float] = {}  # spent jti -> its exp
@@ -966,8 +995,11 @@ class Sandbox:
         return self.base_url("azure")
 
     def authorize_url(self, provider: str = "wps365") -> str:
-        """The authorization page of an ``authorization_code`` provider (consent is
-        implied: it redirects at once with a code)."""
+        """The authorization page of an ``authorization_code`` provider: a browser (a
+        request that accepts ``text/html``) gets a consent page naming the app and the
+        scope, with Allow and Deny; ``?auto=allow`` or ``?auto=deny`` answers for a script,
+        and a request that does not ask for HTML (curl, ``requests``) is allowed at once,
+        as scripts written before the page expect."""
         self._check_code_grant(provider)
         return f"{self.base_url(provider)}/oauth2/auth"
 
@@ -990,7 +1022,7 @@ class Sandbox:
         dialect = self.dialect(provider)
         names = {"lifetime", *dialect.url_fields, *dialect.params}
         if dialect.grant == "authorization_code":
-            names.add("redirect_uri")
+            names |= {"redirect_uri", "name"}
         if "private_key_jwt" in dialect.client_auths:
             names.add("public_key")
         if dialect.passthrough:
@@ -1010,7 +1042,9 @@ class Sandbox:
         ``…/.default``); ``redirect_uri`` (authorization code grant: the only one its
         authorization accepts); ``public_key`` (``private_key_jwt``: PEM text or a JWK,
         as a dict or JSON text, that verifies the client's assertions); ``passthrough``
-        (a dict of the entry's passthrough fields to the values the answer gives them).
+        (a dict of the entry's passthrough fields to the values the answer gives them);
+        ``name`` (authorization code grant: the app's name on the consent page, else its
+        client_id).
         A client with an empty ``client_secret`` never authenticates with a secret.
         """
         dialect = self.dialect(provider)
@@ -1042,14 +1076,26 @@ class Sandbox:
             )
 
     def authorize(
-        self, client_id: str, redirect_uri: str, state: str = "", *, provider: str = "wps365"
+        self,
+        client_id: str,
+        redirect_uri: str,
+        state: str = "",
+        *,
+        provider: str = "wps365",
+        code_challenge: str | None = None,
     ) -> str:
-        """Issue the one-time authorization code a user's consent would give."""
-        self._check_code_grant(provider)
+        """Issue the one-time authorization code a user's consent would give.
+
+        ``code_challenge`` (PKCE, S256; only for an entry with ``pkce = true``): the token
+        request that redeems the code must carry the matching ``code_verifier``."""
+        dialect = self._check_code_grant(provider)
+        if code_challenge is not None:
+            if not dialect.pkce:
+                raise ValueError(f"{provider} does not support PKCE (its entry has no pkce)")
+            if not _PKCE_CHALLENGE.fullmatch(code_challenge):
+                raise ValueError("code_challenge is not an S256 challenge (43 base64url chars)")
         with self._lock:
-            client = self._clients.get((provider, "*", client_id)) or self._clients.get(
-                (provider, "", client_id)
-            )
+            client = self._code_client(provider, client_id)
             if client is None:
                 raise ValueError(f"unknown {provider} client {client_id!r}")
             registered = client.attrs.get("redirect_uri")
@@ -1057,9 +1103,18 @@ class Sandbox:
                 raise ValueError("redirect_uri does not match the client's registered one")
             code = f"sbx-{provider}-code-{secrets.token_urlsafe(18)}"
             self._codes[code] = _Code(
-                provider, client_id, redirect_uri, self.clock() + CODE_LIFETIME
+                provider,
+                client_id,
+                redirect_uri,
+                self.clock() + CODE_LIFETIME,
+                code_challenge=code_challenge,
             )
             return code
+
+    def _code_client(self, provider: str, client_id: str) -> _Client | None:
+        return self._clients.get((provider, "*", client_id)) or self._clients.get(
+            (provider, "", client_id)
+        )
 
     def inject(self, provider: str, *faults: Fault) -> None:
         """Queue ``faults``: the next ``len(faults)`` token requests to ``provider`` get
@@ -1406,6 +1461,17 @@ class Sandbox:
                 return refuse("invalid_grant", "authorization code has expired")
             if code.redirect_uri != redirect_uri:
                 return refuse("invalid_request", "'redirect_uri' parameter does not match")
+            verifier = params.get("code_verifier")
+            if code.code_challenge is not None:  # RFC 7636 section 4.6
+                if not verifier:
+                    return refuse("invalid_grant", "'code_verifier' is required")
+                if not _PKCE_VERIFIER.fullmatch(verifier) or not hmac.compare_digest(
+                    _b64url(hashlib.sha256(verifier.encode("ascii")).digest()),
+                    code.code_challenge,
+                ):
+                    return refuse("invalid_grant", "'code_verifier' does not match")
+            elif dialect.pkce and verifier:
+                return refuse("invalid_grant", "the code was issued without a code_challenge")
             code.used = True
             found = _Grant(dialect.name, client.client_id, now + GRANT_LIFETIME, "")
             self._grant_order.append(found)
@@ -1616,29 +1682,124 @@ class Sandbox:
         self._dingtalk_current[key] = token
         return _ok({"access_token": token, "expires_in": lifetime})
 
-    # The consent page of an authorization_code provider: redirects at once with a code, as
-    # if the user agreed.
-    def _auth_page(self, provider: str, query: dict[str, str]) -> Fault:
+    # The authorization endpoint of an authorization_code provider (RFC 6749 section 4.1.1):
+    # a request naming an unknown client or a redirect_uri other than the registered one gets
+    # an error page and no redirect (RFC 6749 section 4.1.2.1: never redirect to a URI that
+    # was not checked); other errors go back to the redirect_uri with `error` and `state`.
+    def _auth_page(self, provider: str, query: dict[str, str], accept: str) -> Fault:
+        dialect = self.dialects[provider]
         client_id = query.get("client_id", "")
         with self._lock:
-            client = self._clients.get((provider, "*", client_id)) or self._clients.get(
-                (provider, "", client_id)
-            )
+            client = self._code_client(provider, client_id)
         if client is None:
-            return Fault.html(400, f"unknown client_id {client_id!r}")
+            return _html_page(
+                400,
+                "Unknown app",
+                f"No {provider} app has the client_id {client_id!r}. The link that brought you "
+                "here is wrong; ask whoever sent it for a new one.",
+            )
         redirect_uri = query.get("redirect_uri") or client.attrs.get("redirect_uri") or ""
         if not redirect_uri:
-            return Fault.html(400, "redirect_uri is required")
+            return _html_page(400, "No redirect URI", "redirect_uri is required")
         registered = client.attrs.get("redirect_uri")
         if registered and registered != redirect_uri:
-            return Fault.html(400, "redirect_uri does not match the client's registered one")
-        params = {"state": query["state"]} if "state" in query else {}
-        if query.get("response_type", "code") != "code":
-            return Fault.redirect(
-                _add_query(redirect_uri, {"error": "unsupported_response_type", **params})
+            return _html_page(
+                400,
+                "Redirect URI not registered",
+                "redirect_uri does not match the client's registered one: this app did not "
+                f"register {redirect_uri!r}, so the sandbox will not send you there.",
             )
-        code = self.authorize(client_id, redirect_uri, query.get("state", ""), provider=provider)
-        return Fault.redirect(_add_query(redirect_uri, {"code": code, **params}))
+        state = query.get("state")
+        params = {"state": state} if state is not None else {}
+
+        def back(**answer: str) -> Fault:
+            return Fault.redirect(_add_query(redirect_uri, {**answer, **params}))
+
+        if query.get("response_type", "code") != "code":
+            return back(error="unsupported_response_type")
+        challenge = None
+        if dialect.pkce and ("code_challenge" in query or "code_challenge_method" in query):
+            # RFC 7636 section 4.3: the method defaults to plain, which this server refuses.
+            if query.get("code_challenge_method", "plain") != "S256":
+                return back(
+                    error="invalid_request", error_description="transform algorithm not supported"
+                )
+            challenge = query.get("code_challenge", "")
+            if not _PKCE_CHALLENGE.fullmatch(challenge):
+                return back(error="invalid_request", error_description="invalid code_challenge")
+        auto = query.get("auto")
+        if auto is not None and auto not in AUTO_DECISIONS:
+            return _html_page(
+                400, "Bad request", f"auto must be one of {', '.join(AUTO_DECISIONS)}"
+            )
+        consent = _Consent(
+            provider, client_id, redirect_uri, state, challenge, self.clock() + CONSENT_LIFETIME
+        )
+        if auto is None and "text/html" in accept.lower():
+            return self._consent_page(consent, client, query.get("scope", ""))
+        return self._decide(consent, auto or "allow", status=302)
+
+    def _consent_page(self, consent: _Consent, client: _Client, scope: str) -> Fault:
+        """The page a user sees: the app, what it asks for, Allow and Deny (a form POST back
+        here with a single-use ticket for this request)."""
+        ticket = secrets.token_urlsafe(24)
+        now = self.clock()
+        with self._lock:
+            live = [(k, c) for k, c in self._consents.items() if c.expires_at > now]
+            self._consents = dict(live[-(_MAX_CONSENTS - 1) :])
+            self._consents[ticket] = consent
+        provider = html.escape(consent.provider)
+        app = html.escape(str(client.attrs.get("name") or client.client_id))
+        scopes = "".join(f"<li>{html.escape(s)}</li>" for s in scope.split()) or (
+            "<li><em>no scope named</em></li>"
+        )
+        back_to = html.escape(urlsplit(consent.redirect_uri).netloc or consent.redirect_uri)
+        body = (
+            f'<h1>Authorize <span id="app">{app}</span></h1>'
+            f"<p><strong>{app}</strong> asks to use your {provider} account (sandbox) with "
+            f'these permissions:</p><ul id="scope">{scopes}</ul>'
+            f"<p>Afterwards you return to <code>{back_to}</code>.</p>"
+            f'<form method="post" action="/{provider}/oauth2/auth">'
+            f'<input type="hidden" name="consent" value="{ticket}">'
+            '<button type="submit" id="allow" name="decision" value="allow">Allow</button> '
+            '<button type="submit" id="deny" name="decision" value="deny">Deny</button>'
+            "</form><p><small>tokenvend sandbox: no real account is involved.</small></p>"
+        )
+        return _html_page(200, f"Authorize {app}", body, escaped=True)
+
+    def _consent_answer(self, provider: str, form: Mapping[str, str]) -> Fault:
+        """Allow or Deny from a consent page: once per page, within CONSENT_LIFETIME."""
+        decision = form.get("decision", "")
+        if decision not in AUTO_DECISIONS:
+            return _html_page(400, "Bad request", "decision must be allow or deny")
+        with self._lock:
+            consent = self._consents.pop(form.get("consent", ""), None)
+        if consent is None or consent.provider != provider or consent.expires_at <= self.clock():
+            return _html_page(
+                400,
+                "Consent page expired",
+                "This consent page was already answered, or has expired. Start again from the "
+                "link you were given.",
+            )
+        return self._decide(consent, decision, status=303)
+
+    def _decide(self, consent: _Consent, decision: str, *, status: int) -> Fault:
+        """Back to the redirect_uri: a code on allow, ``error=access_denied`` on deny."""
+        params = {"state": consent.state} if consent.state is not None else {}
+        if decision == "deny":
+            answer = {"error": "access_denied", "error_description": "the user denied the request"}
+        else:
+            try:
+                code = self.authorize(
+                    consent.client_id,
+                    consent.redirect_uri,
+                    provider=consent.provider,
+                    code_challenge=consent.code_challenge,
+                )
+            except ValueError as exc:  # the client was registered again meanwhile
+                return _html_page(400, "Cannot authorize", str(exc))
+            answer = {"code": code}
+        return Fault.redirect(_add_query(consent.redirect_uri, {**answer, **params}), status)
 
     def _callback_page(self, provider: str, query: dict[str, str]) -> Fault:
         code = query.get("code")
@@ -1655,13 +1816,16 @@ class Sandbox:
         return Fault(status=200, body=page, headers={"Content-Type": "text/html; charset=utf-8"})
 
     def _page(self, method: str, path: str) -> tuple[str, str] | None:
-        """(provider, "auth" or "callback") when ``path`` is the consent page or the
-        callback page of an authorization_code provider."""
-        if method not in ("GET", "HEAD"):
-            return None
+        """(provider, "auth", "consent" or "callback") when ``path`` is the authorization
+        page (GET), the consent page's answer (POST) or the callback page of an
+        authorization_code provider."""
         provider, _, rest = path.strip("/").partition("/")
         dialect = self.dialects.get(provider)
         if dialect is None or dialect.grant != "authorization_code":
+            return None
+        if method == "POST" and rest == "oauth2/auth":
+            return provider, "consent"
+        if method not in ("GET", "HEAD"):
             return None
         return {"oauth2/auth": (provider, "auth"), "callback": (provider, "callback")}.get(rest)
 
@@ -1771,7 +1935,10 @@ class _Handler(BaseHTTPRequestHandler):
             if page is not None:
                 provider, kind = page
                 if kind == "auth":
-                    self._send(sandbox._auth_page(provider, query))
+                    self._send(sandbox._auth_page(provider, query, self.headers.get("Accept", "")))
+                elif kind == "consent":
+                    form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+                    self._send(sandbox._consent_answer(provider, form))
                 else:
                     self._send(sandbox._callback_page(provider, query))
                 return
@@ -1868,11 +2035,13 @@ class _Handler(BaseHTTPRequestHandler):
                 sandbox.register(parts[1], client_id, secret, **args)
                 return Fault._json(200, {"registered": client_id}, {})
             if len(parts) == 2 and parts[0] == "authorize" and isinstance(data, dict):
+                challenge = data.get("code_challenge")
                 code = sandbox.authorize(
                     str(data.get("client_id", "")),
                     str(data.get("redirect_uri", "")),
                     str(data.get("state", "")),
                     provider=parts[1],
+                    code_challenge=None if challenge is None else str(challenge),
                 )
                 return Fault._json(200, {"code": code}, {})
             if parts == ["reset"]:
@@ -2014,6 +2183,35 @@ def _import_public_key(value: Any, alg: str) -> Any:
     if key.is_private:
         raise ValueError("public_key must be a public key (the private one stays with the client)")
     return key
+
+
+#: A sandbox page's headers: not cached, never framed (a consent page in a frame is how
+#: clickjacking takes a user's Allow), no referrer (its query holds the state).
+_PAGE_HEADERS = {
+    "Content-Type": "text/html; charset=utf-8",
+    **_NO_STORE,
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+_PAGE_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:36em;margin:3em auto;padding:0 1em}"
+    "button{font-size:1em;padding:.4em 1.4em;margin-right:.6em}"
+)
+
+
+def _html_page(status: int, title: str, body: str, *, escaped: bool = False) -> Fault:
+    """A small HTML page; ``body`` is text (escaped here) unless ``escaped`` says it is
+    HTML built from escaped parts."""
+    content = body if escaped else f"<h1>{html.escape(title)}</h1><p>{html.escape(body)}</p>"
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title) if not escaped else title}</title>"
+        f"<style>{_PAGE_STYLE}</style></head><body>{content}</body></html>\n"
+    )
+    return Fault(status=status, body=page, headers=dict(_PAGE_HEADERS))
 
 
 def _control_error(status: int, message: str) -> Fault:

@@ -95,7 +95,9 @@ class Stack:
     Fn::Not, Fn::And, Fn::Or, Fn::Join, Fn::Select, Fn::Split, Fn::FindInMap).
 
     Physical names follow what the template sets (FunctionName, TableName) and otherwise
-    `<stack>-<LogicalId>`, a readable stand-in for CloudFormation's generated names."""
+    `<stack>-<LogicalId>`, a readable stand-in for CloudFormation's generated names; a
+    resource whose id its service chooses (a KMS key's) has the one `register` gave, once
+    the resource is created."""
 
     def __init__(
         self,
@@ -113,6 +115,7 @@ class Stack:
         self.resources: dict[str, Any] = template.get("Resources") or {}
         self.parameters = _parameter_values(template.get("Parameters") or {}, parameters or {})
         self._conditions: dict[str, bool] = {}
+        self._registered: dict[str, str] = {}
         for condition in template.get("Conditions") or {}:
             self.condition(condition)
 
@@ -121,8 +124,16 @@ class Stack:
     def resource_type(self, logical_id: str) -> str:
         return str(self._resource(logical_id).get("Type", ""))
 
+    def register(self, logical_id: str, physical_id: str) -> None:
+        """The physical id of a resource as created, where its service chose it (a KMS
+        key's id): what !Ref of it gives from now on."""
+        self._resource(logical_id)
+        self._registered[logical_id] = physical_id
+
     def physical_id(self, logical_id: str) -> str:
         """What !Ref of a resource gives."""
+        if logical_id in self._registered:
+            return self._registered[logical_id]
         kind = self.resource_type(logical_id)
         props = self._resource(logical_id).get("Properties") or {}
         if kind in (SERVERLESS_FUNCTION, "AWS::Lambda::Function") and "FunctionName" in props:
@@ -147,6 +158,8 @@ class Stack:
             return self._arn("sqs", name)
         if kind == "AWS::SNS::Topic":
             return self._arn("sns", name)
+        if kind == "AWS::KMS::Key":
+            return self._arn("kms", f"key/{name}")
         if kind.startswith("AWS::Serverless::LayerVersion"):
             return name
         raise TemplateError(f"no Arn for {logical_id} ({kind}) in this reader")
@@ -193,6 +206,8 @@ class Stack:
     def get_att(self, logical_id: str, attribute: str) -> str:
         if attribute == "Arn":
             return self.arn(logical_id)
+        if attribute == "KeyId" and self.resource_type(logical_id) == "AWS::KMS::Key":
+            return self.physical_id(logical_id)
         if attribute in ("QueueName", "TopicName", "Name"):
             return self.physical_id(logical_id)
         raise TemplateError(f"!GetAtt {logical_id}.{attribute} is not known to this reader")

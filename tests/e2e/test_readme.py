@@ -61,6 +61,14 @@ def test_the_first_section_has_the_blocks_this_file_runs() -> None:
     assert "tokenvend token dingtalk demo" in commands
     assert "awscurl --service execute-api" in commands
     assert "tokenvend authorize wps365 demo" in commands
+    # the scripted path past the sandbox's consent page (a browser gets Allow and Deny)
+    assert "auto=allow" in commands
+
+
+def test_the_practice_section_names_the_link_flow() -> None:
+    practice = first_section(readme()).split("### Practise a wps365 authorization", 1)[1]
+    assert "tokenvend connect" in practice
+    assert "/connect/callback" in practice
 
 
 def test_every_variable_the_readmes_shell_code_reads_is_set(stack: LocalProcess) -> None:

@@ -781,3 +781,102 @@ def test_delete_with_a_recovery_window_keeps_only_the_fallback_grant(
     state = aws.tokens.get("wps365", "alice", consistent=True)
     assert state is not None and state.access_token is None
     assert state.pending_refresh_token == "rt-kept"
+
+
+# -- connect, and the link flow's redirect_uri -----------------------------------------------
+
+LINK = {
+    "url": "https://openapi.wps.cn/oauth2/auth?client_id=wps&response_type=code&state=s.m",
+    "expires_at": "2030-01-01T00:10:00Z",
+}
+
+
+@pytest.fixture
+def stack_api(aws: Aws, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    """A CloudFormation stack whose ApiUrl output (with its stage) is the recorder: where the
+    command finds the API when TOKENVEND_API_URL does not say."""
+    template = {
+        "Resources": {"Nothing": {"Type": "AWS::SQS::Queue"}},
+        "Outputs": {
+            "ApiUrl": {"Value": recorder.url + "/v1"},
+            "SecretsPrefix": {"Value": "tokenvend/"},
+        },
+    }
+    aws.cfn.create_stack(StackName="tv", TemplateBody=json.dumps(template))
+    monkeypatch.setenv("TOKENVEND_STACK", "tv")
+    return recorder
+
+
+def test_connect_asks_the_stacks_api_for_a_link(
+    stack_api: Recorder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the API answers a link
+    stack_api.reply = (200, LINK, {"Cache-Control": "no-store"})
+
+    # When
+    status, out, err = run(capsys, "connect", "wps365", "alice")
+    as_json = run(capsys, "connect", "wps365", "alice", "--json")
+
+    # Then the link alone, then the whole answer, each from a signed POST to the stage's route
+    assert (status, out, err) == (0, LINK["url"] + "\n", "")
+    assert as_json[0] == 0 and json.loads(as_json[1]) == LINK
+    for method, path, headers, body in stack_api.requests:
+        assert (method, path, body) == ("POST", "/v1/connections/wps365/alice/connect", b"")
+        assert f"/{REGION}/execute-api/aws4_request" in headers["Authorization"]
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "exit_status"),
+    [(404, "unknown_connection", 1), (400, "invalid_request", 2), (500, "internal", 1)],
+)
+def test_connect_tells_the_apis_error(
+    stack_api: Recorder,
+    capsys: pytest.CaptureFixture[str],
+    status: int,
+    code: str,
+    exit_status: int,
+) -> None:
+    stack_api.reply = (status, {"error": {"code": code, "message": "it says so"}}, {})
+
+    assert run(capsys, "connect", "wps365", "alice") == (
+        exit_status,
+        "",
+        f"error: {code}: it says so\n",
+    )
+
+
+def test_put_names_the_stacks_callback_when_redirect_uri_differs(
+    stack_api: Recorder, aws: Aws, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the stack's API at <recorder>/v1, so its callback is <recorder>/v1/connect/callback
+    callback = f"{stack_api.url}/v1/connect/callback"
+    elsewhere = write(tmp_path, SECRETS["wps365"], "elsewhere.json")
+    linked = write(tmp_path, {**SECRETS["wps365"], "redirect_uri": callback}, "linked.json")
+
+    # When
+    first = run(capsys, "connections", "put", "wps365", "alice", "--file", elsewhere)
+    second = run(capsys, "connections", "put", "wps365", "alice", "--file", linked)
+
+    # Then both are stored; the first says what to register, the second says nothing
+    assert first[0] == second[0] == 0
+    assert first[2].count("\n") == 1
+    assert f"set redirect_uri to {callback} and register that URL" in first[2]
+    assert second[2] == ""
+    assert aws.secret("tokenvend/wps365/alice")["redirect_uri"] == callback
+    assert stack_api.requests == []  # the note needs the API's URL, never a call to it
+
+
+def test_connect_through_the_console_script(aws: Aws, recorder: Recorder) -> None:
+    script = Path(sys.executable).with_name("tokenvend")
+    recorder.reply = (200, LINK, {})
+    env = {**os.environ, "TOKENVEND_API_URL": recorder.url}
+
+    done = subprocess.run(
+        [str(script), "connect", "wps365", "alice"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+    assert (done.returncode, done.stdout, done.stderr) == (0, LINK["url"] + "\n", "")

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import boto3
 import pytest
 
 from support import EVENTS, PROVIDERS, REDIRECT_URI, LambdaContext, Stack, event
 from tokenvend_core.tokens import sha256_hex
 
 SAMPLES = sorted(path.name for path in Path(EVENTS).glob("*.json"))
+LINK_SAMPLES = ("vend-connect.json", "vend-callback.json")
+
+
+@pytest.fixture
+def stack(make_stack: Callable[..., Stack]) -> Stack:
+    """A stack with the link key, as the template gives the authorization-code providers."""
+    kms = boto3.client("kms")
+    key = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]
+    return make_stack(link_key_id=key["KeyId"])
 
 
 def test_there_is_a_sample_for_every_function_and_kind_of_event() -> None:
@@ -19,6 +31,7 @@ def test_there_is_a_sample_for_every_function_and_kind_of_event() -> None:
         "vend-refresh.json",
         "provider-schedule.json",
         "wps365-authorize.json",
+        *LINK_SAMPLES,
     }
     expected |= {f"{provider}-refresh.json" for provider in PROVIDERS}
     assert expected <= set(SAMPLES)
@@ -30,7 +43,9 @@ def test_sample_event(stack: Stack, name: str) -> None:
         stack.connect(provider)
     stack.authorize()
     data = event(name)
-    if name.startswith("vend-"):
+    if name in LINK_SAMPLES:
+        check_link_sample(stack, name, data)
+    elif name.startswith("vend-"):
         provider = data["pathParameters"]["provider"]
         connection = data["pathParameters"]["connection"]
         stack.connect(provider, connection)
@@ -59,3 +74,32 @@ def test_sample_event(stack: Stack, name: str) -> None:
         assert state is not None and state.access_token
         assert result["version"] == state.version
         assert state.access_token not in json.dumps(result)
+
+
+def check_link_sample(stack: Stack, name: str, data: dict[str, object]) -> None:
+    context = LambdaContext("tokenvend-test-vend")
+    connect = event("vend-connect.json")
+    answer = stack.vend_function.lambda_handler(connect, context)
+    assert answer["statusCode"] == 200, answer["body"]
+    link = json.loads(answer["body"])
+    assert set(link) == {"url", "expires_at"} and link["url"].startswith("https://")
+    if name == "vend-connect.json":
+        return
+    # The sample's own state was made by no key of this stack's: an invalid link.
+    refused = stack.vend_function.lambda_handler(data, context)
+    assert refused["statusCode"] == 400
+    assert refused["headers"]["Content-Type"] == "text/html; charset=utf-8"
+    # With the state of the link just made and the code the user came back with: connected.
+    secret = stack.secrets.get("wps365", "demo")
+    assert secret is not None
+    state = parse_qs(urlsplit(link["url"]).query)["state"][0]
+    code = stack.sandbox.authorize(secret.value["client_id"], REDIRECT_URI)
+    query = {"state": state, "code": code}
+    data = {
+        **data,
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()},
+    }
+    answer = stack.vend_function.lambda_handler(data, context)
+    assert answer["statusCode"] == 200, answer["body"]
+    assert "Connected" in answer["body"] and state not in answer["body"]

@@ -11,6 +11,12 @@ The decision follows API Gateway's authorization-flow tables for IAM-authorized 
 And IAM's rule for account principals: an Allow that names an account (its id or its root
 ARN) delegates to that account's identity policies, so it does not admit a caller on its own.
 
+The link flow's callback (GET /connect/callback) is the one method without authorization:
+for it API Gateway follows its "resource policy only" flow, where a request needs an
+explicit Allow that applies to it and no Deny. A user's browser is an anonymous caller: no
+account, no organization, no identity policy, matched only by a "*" principal, and a
+negated condition on a key it lacks (StringNotEquals aws:PrincipalAccount) applies to it.
+
 The evaluator is written here, small, for the statements this template can produce. moto
 ships an IAM policy evaluator (moto.iam.access_control), but it does not fit: it evaluates
 StringEquals alone and ignores every other condition operator, so a Deny with
@@ -36,7 +42,7 @@ OTHER_ORGANIZATION = "o-zyxwvutsrq"
 ENDPOINTS = ("vpce-0123456789abcdef0", "vpce-0fedcba9876543210")
 OTHER_ENDPOINT = "vpce-0aaaaaaaaaaaaaaaa"
 STAGE = "v1"
-ROUTES = (("GET", "tokens/oauth2/demo"), ("POST", "tokens/oauth2/demo/refresh"))
+CALLBACK = ("GET", "connect/callback")
 
 # Each of the three parameters empty or set: 8 combinations.
 SETTINGS = {
@@ -62,14 +68,14 @@ combinations = pytest.mark.parametrize("parameters", COMBINATIONS, ids=_name)
 
 @dataclass(frozen=True)
 class Caller:
-    account: str
+    account: str | None  # None: anonymous (an unsigned request, a user's browser)
     identity_allows: bool  # its own IAM policies allow execute-api:Invoke on the route
     organization: str | None
     endpoint: str | None  # the VPC endpoint the request came through, if any
 
     @property
-    def arn(self) -> str:
-        return f"arn:aws:iam::{self.account}:role/workload"
+    def arn(self) -> str | None:
+        return None if self.account is None else f"arn:aws:iam::{self.account}:role/workload"
 
     def context(self) -> dict[str, str | None]:
         """The request's global condition keys, as IAM sets them."""
@@ -81,6 +87,8 @@ class Caller:
         }
 
     def __str__(self) -> str:
+        if self.account is None:
+            return f"an anonymous caller, endpoint {self.endpoint}"
         account = "the stack's account" if self.account == ACCOUNT else "account"
         grant = "with" if self.identity_allows else "without"
         return (
@@ -96,6 +104,7 @@ CALLERS = [
     for organization in (ORGANIZATION, OTHER_ORGANIZATION, None)
     for endpoint in (*ENDPOINTS, OTHER_ENDPOINT, None)
 ]
+ANONYMOUS = [Caller(None, False, None, endpoint) for endpoint in (*ENDPOINTS, OTHER_ENDPOINT, None)]
 
 
 def listed_accounts(parameters: dict[str, str]) -> set[str]:
@@ -122,6 +131,23 @@ def resource_policy(parameters: dict[str, str]) -> list[dict[str, Any]]:
     return _policy(tuple(sorted(parameters.items())))
 
 
+@cache
+def _routes() -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """(the IAM-signed routes, the unauthenticated ones) of the API as deployed, each as a
+    (METHOD, path) a request would name."""
+    body = translate()["Resources"]["TokenApi"]["Properties"]["Body"]
+    signed, open_ = [], []
+    for path, methods in body["paths"].items():
+        concrete = path.strip("/").replace("{provider}", "wps365").replace("{connection}", "demo")
+        for method, spec in methods.items():
+            route = (method.upper(), concrete)
+            (signed if spec.get("security") == [{"AWS_IAM": []}] else open_).append(route)
+    return tuple(signed), tuple(open_)
+
+
+ROUTES, OPEN_ROUTES = _routes()
+
+
 # -- the evaluator --------------------------------------------------------------------------
 
 
@@ -146,7 +172,7 @@ def principal_match(principal: Any, caller: Caller) -> Match:
     best = Match.NONE
     for value in as_list(principal["AWS"]):
         account = ACCOUNT_PRINCIPAL.fullmatch(value)
-        if value == "*" or value == caller.arn:
+        if value == "*" or (caller.arn is not None and value == caller.arn):
             best = max(best, Match.DIRECT)
         elif account and account.group(1) == caller.account:
             best = max(best, Match.ACCOUNT)
@@ -215,6 +241,14 @@ def api_gateway_admits(
         return caller.identity_allows or decision == "allow"
     # another account: both must allow (an account principal is the resource side's Allow)
     return caller.identity_allows and decision in ("allow", "delegated")
+
+
+def api_gateway_admits_unauthenticated(
+    policy: list[dict[str, Any]], caller: Caller, method: str, path: str
+) -> bool:
+    """API Gateway's decision for a method without authorization: the resource policy alone,
+    which must allow the caller itself and deny nothing."""
+    return resource_policy_decision(policy, caller, method, path) == "allow"
 
 
 def admitted(parameters: dict[str, str]) -> dict[Caller, bool]:
@@ -293,10 +327,18 @@ def test_every_caller_the_parameters_allow_gets_in(parameters: dict[str, str]) -
 
 
 @combinations
-def test_the_allow_names_accounts_and_never_anyone(parameters: dict[str, str]) -> None:
+def test_the_allows_name_accounts_and_anyone_only_on_the_link_callback(
+    parameters: dict[str, str],
+) -> None:
     allows = [s for s in resource_policy(parameters) if s["Effect"] == "Allow"]
     assert allows, "a private API needs a resource policy that allows something"
+    anyone = [s for s in allows if s["Principal"] == "*" or "*" in str(s["Principal"])]
+    (callback,) = anyone
+    assert as_list(callback["Resource"]) == ["execute-api:/*/GET/connect/callback"]
+    assert "Condition" not in callback
     for statement in allows:
+        if statement is callback:
+            continue
         principals = as_list(statement["Principal"]["AWS"])
         assert all(ACCOUNT_PRINCIPAL.fullmatch(p) for p in principals), principals
         accounts = {ACCOUNT_PRINCIPAL.fullmatch(p).group(1) for p in principals}  # type: ignore[union-attr]
@@ -354,3 +396,71 @@ def test_the_evaluator_admits_whom_the_tables_admit_for_an_allow_to_anyone() -> 
     assert not api_gateway_admits(policy, Caller(ACCOUNT, False, None, ENDPOINTS[0]), *route)
     assert api_gateway_admits(policy, Caller(ACCOUNT, True, None, ENDPOINTS[0]), *route)
     assert not api_gateway_admits(policy, Caller(UNLISTED, True, None, ENDPOINTS[0]), *route)
+
+
+def test_the_routes_are_the_signed_three_and_the_callback() -> None:
+    assert set(ROUTES) == {
+        ("GET", "tokens/wps365/demo"),
+        ("POST", "tokens/wps365/demo/refresh"),
+        ("POST", "connections/wps365/demo/connect"),
+    }
+    assert OPEN_ROUTES == (CALLBACK,)
+
+
+@combinations
+def test_anyone_reaches_the_link_callback_without_a_signature(parameters: dict[str, str]) -> None:
+    # A user's browser, from anywhere, whatever the accounts and the organization; for a
+    # private API, only through its VPC endpoints (a browser outside cannot reach it at all).
+    policy = resource_policy(parameters)
+    for caller in ANONYMOUS + CALLERS:
+        expected = "VpcEndpointIds" not in parameters or caller.endpoint in ENDPOINTS
+        assert api_gateway_admits_unauthenticated(policy, caller, *CALLBACK) == expected, caller
+
+
+@combinations
+def test_the_allow_for_anyone_admits_no_one_to_a_signed_route(parameters: dict[str, str]) -> None:
+    # Neither an anonymous caller nor anyone of any account is allowed by the resource
+    # policy itself on a signed route: a caller of the stack's account still needs its own
+    # identity grant there (which the properties above check), one of another account
+    # both; and an unsigned request is refused there whatever the policy says.
+    policy = resource_policy(parameters)
+    for caller in ANONYMOUS + CALLERS:
+        for method, path in ROUTES:
+            assert resource_policy_decision(policy, caller, method, path) != "allow", (
+                caller,
+                method,
+                path,
+            )
+            if caller.account is None:
+                assert not api_gateway_admits(policy, caller, method, path)
+    # Nor on any other method or path of the API.
+    anonymous = ANONYMOUS[-1]
+    for method, path in (("POST", "connect/callback"), ("GET", "connect/callback/x"),
+                         ("GET", "connect"), ("DELETE", "connect/callback")):  # fmt: skip
+        assert resource_policy_decision(policy, anonymous, method, path) != "allow", (method, path)
+
+
+@combinations
+def test_the_account_and_organization_denies_cover_every_signed_route(
+    parameters: dict[str, str],
+) -> None:
+    # They name the signed routes rather than the whole API (so as to spare the callback):
+    # a route added later that they miss would escape them, which this catches.
+    policy = resource_policy(parameters)
+    restricting = [
+        s
+        for s in policy
+        if s["Effect"] == "Deny"
+        and any(
+            key in str(s.get("Condition")) for key in ("aws:PrincipalAccount", "PrincipalOrgID")
+        )
+    ]
+    assert restricting
+    for statement in restricting:
+        for method, path in ROUTES:
+            resource = f"execute-api:/{STAGE}/{method}/{path}"
+            assert any(_glob(r, resource) for r in as_list(statement["Resource"])), (
+                statement["Sid"],
+                method,
+                path,
+            )

@@ -27,6 +27,18 @@ DATA_PLANE = ("dynamodb:", "secretsmanager:", "lambda:", "kms:", "sqs:", "sns:",
 NO_RESOURCE_LEVEL = {"secretsmanager:ListSecrets"}
 TELEMETRY_MANAGED = {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}
 SECRET_READS = ("secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret")
+LINK_KEY = {"Fn::GetAtt": ["LinkKey", "Arn"]}
+# The API's routes (OpenAPI path, method): all IAM-signed but the link flow's callback.
+SIGNED_ROUTES = {
+    ("/tokens/{provider}/{connection}", "get"),
+    ("/tokens/{provider}/{connection}/refresh", "post"),
+    ("/connections/{provider}/{connection}/connect", "post"),
+}
+CALLBACK = ("/connect/callback", "get")
+
+
+def on_link_key(statement: dict[str, Any]) -> bool:
+    return any(show(resource) == show(LINK_KEY) for resource in resources(statement))
 
 
 def own_secrets(prefix: str, provider: str) -> str:
@@ -215,21 +227,98 @@ def test_list_secrets_is_the_only_wildcard_and_reveals_no_values(
                 assert actions(statement) == ["secretsmanager:ListSecrets"], function
 
 
-def test_every_route_is_iam_signed_and_none_is_open() -> None:
-    body = translate()["Resources"]["TokenApi"]["Properties"]["Body"]
+def test_every_route_is_iam_signed_but_the_link_callback(template: dict[str, Any]) -> None:
+    body = template["Resources"]["TokenApi"]["Properties"]["Body"]
     schemes = body["components"]["securitySchemes"]
     assert schemes["AWS_IAM"]["x-amazon-apigateway-authtype"] == "awsSigv4"
-    routes = [
-        (path, method, spec)
+    routes = {
+        (path, method): spec
         for path, methods in body["paths"].items()
         for method, spec in methods.items()
-    ]
-    assert {(p, m) for p, m, _ in routes} == {
-        ("/tokens/{provider}/{connection}", "get"),
-        ("/tokens/{provider}/{connection}/refresh", "post"),
     }
-    for path, method, spec in routes:
-        assert spec.get("security") == [{"AWS_IAM": []}], (path, method)
+    assert set(routes) == SIGNED_ROUTES | {CALLBACK}
+    for route, spec in routes.items():
+        # The callback: no authorizer at all (a browser brings no signature); every other
+        # route, AWS_IAM.
+        expected = [{"NONE": []}] if route == CALLBACK else [{"AWS_IAM": []}]
+        assert spec.get("security") == expected, route
+        # Each is served by the vend function, and nothing else.
+        uri = show(spec["x-amazon-apigateway-integration"]["uri"])
+        assert "VendFunction.Arn" in uri, route
+    assert "NONE" not in schemes  # SAM's marker for "no authorizer", not a scheme
+
+
+def test_the_link_callback_is_throttled_on_its_own(template: dict[str, Any]) -> None:
+    (stage,) = [
+        r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::ApiGateway::Stage"
+    ]
+    settings = {(m["ResourcePath"], m["HttpMethod"]): m for m in stage["MethodSettings"]}
+    # A stage's method settings spell the path's "/" as "~1".
+    callback = settings[("/~1connect~1callback", "GET")]
+    assert (callback["ThrottlingBurstLimit"], callback["ThrottlingRateLimit"]) == (20, 10)
+    everything = settings[("/*", "*")]
+    assert callback["ThrottlingRateLimit"] < everything["ThrottlingRateLimit"]
+
+
+def test_only_authorizing_providers_may_use_the_link_key_and_only_for_macs(
+    template: dict[str, Any],
+    parameters: dict[str, str],
+    functions: tuple[str, ...],
+    authorizing: set[str],
+) -> None:
+    stack = deployed(template, "tokenvend", **parameters)
+    for function in functions:
+        on_key = [s for s in statements(template, function) if on_link_key(s)]
+        variables = template["Resources"][function_id(function)]["Properties"]["Environment"][
+            "Variables"
+        ]
+        if function in authorizing:
+            (statement,) = on_key
+            assert set(actions(statement)) == {"kms:GenerateMac", "kms:VerifyMac"}
+            assert resources(statement) == [LINK_KEY] and "Condition" not in statement
+            assert variables["LINK_KEY_ID"] == {"Ref": "LinkKey"}
+            assert stack.resolve(statement["Resource"]).startswith(
+                f"arn:aws:kms:{REGION}:{ACCOUNT}:key/"
+            )
+        else:
+            assert on_key == [], function
+            assert "LINK_KEY_ID" not in variables, function
+        # No other KMS grant names the link key, nor any key but the customer's.
+        for statement in statements(template, function):
+            if any(a.startswith("kms:") for a in actions(statement)) and not on_link_key(statement):
+                assert show(resources(statement)) in (
+                    show([KMS_KEY]),
+                    show([{"Ref": "KmsKeyArn"}]),
+                ), (function, statement)
+
+
+def test_the_vend_function_has_no_use_of_any_key_but_reading_the_table(
+    template: dict[str, Any], parameters: dict[str, str]
+) -> None:
+    # The callback's code path (API Gateway -> vend -> provider function) can reach neither
+    # a secret nor the link key except through the provider function.
+    kms = [s for s in statements(template, "vend") if any(a.startswith("kms:") for a in actions(s))]
+    if "KmsKeyArn" not in parameters:
+        assert kms == []
+    for statement in kms:
+        assert set(actions(statement)) == {"kms:Decrypt", "kms:DescribeKey"}
+        assert "dynamodb" in show(statement["Condition"]["StringEquals"]["kms:ViaService"])
+        assert not on_link_key(statement)
+
+
+def test_the_link_key_is_an_hmac_key_whose_use_iam_decides(template: dict[str, Any]) -> None:
+    key = template["Resources"]["LinkKey"]
+    assert key["Type"] == "AWS::KMS::Key"
+    props = key["Properties"]
+    assert (props["KeySpec"], props["KeyUsage"]) == ("HMAC_256", "GENERATE_VERIFY_MAC")
+    stack = deployed(template, "tokenvend")
+    (statement,) = stack.resolve(props["KeyPolicy"])["Statement"]
+    # AWS's default key policy: the account administers it and delegates use to IAM, so
+    # that only the roles granted it above may use it; no one is named directly.
+    assert statement["Effect"] == "Allow" and "Condition" not in statement
+    assert statement["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}
 
 
 @pytest.mark.parametrize("added", [False, True], ids=["committed", "with-added-providers"])
@@ -239,7 +328,11 @@ def test_kms_permissions_exist_exactly_with_a_customer_key(added: bool) -> None:
     functions = ("vend", *(WITH_ADDED if added else PROVIDERS))
     for function in functions:
         assert not [
-            a for s in statements(plain, function) for a in actions(s) if a.startswith("kms:")
+            a
+            for s in statements(plain, function)
+            if not on_link_key(s)
+            for a in actions(s)
+            if a.startswith("kms:")
         ]
     expected = {
         "vend": {"kms:Decrypt", "kms:DescribeKey"},
@@ -248,7 +341,9 @@ def test_kms_permissions_exist_exactly_with_a_customer_key(added: bool) -> None:
     }
     for function in functions:
         kms = [
-            s for s in statements(keyed, function) if any(a.startswith("kms:") for a in actions(s))
+            s
+            for s in statements(keyed, function)
+            if any(a.startswith("kms:") for a in actions(s)) and not on_link_key(s)
         ]
         granted = {a for s in kms for a in actions(s)}
         assert granted == expected.get(

@@ -18,6 +18,7 @@ import boto3
 import pytest
 import requests
 
+from servers import LoopbackServer, send_json
 from tokenvend.awslocal import MotoServer
 from tokenvend.cli import human_seconds, main
 
@@ -402,3 +403,157 @@ def test_local_passes_its_options_to_the_local_stack(
 )  # fmt: skip
 def test_human_seconds(seconds: int, text: str) -> None:
     assert human_seconds(seconds) == text
+
+
+# -- connect: a link through the signed API -------------------------------------------------
+
+WPS365 = {
+    "client_id": "wps-app",
+    "client_secret": CLIENT_SECRET,
+    "redirect_uri": "http://127.0.0.1:9/connect/callback",
+}
+
+
+class FakeApi(LoopbackServer):
+    """The tokenvend API's connect route: records each request, answers what it is told."""
+
+    def __init__(self, status: int = 200, body: Any = None, headers: Any = None) -> None:
+        self.status, self.body, self.headers = status, body, headers or {}
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
+        self.serve()
+
+    def handle(self, http: Any) -> None:
+        self.seen.append((http.command, http.path, dict(http.headers.items())))
+        send_json(http, self.status, self.body, self.headers)
+
+
+LINK = {"url": "https://openapi.wps.cn/oauth2/auth?client_id=a&state=s", "expires_at": "2030-01-01T00:10:00Z"}  # fmt: skip
+
+
+@pytest.fixture
+def api(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApi]:
+    with FakeApi(200, LINK) as server:
+        monkeypatch.setenv("TOKENVEND_API_URL", server.base_url + "/")
+        yield server
+
+
+def test_connect_prints_the_link_alone(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    # When
+    status = main(["connect", "wps365", "alice"])
+
+    # Then the link is the one line printed, from a SigV4-signed POST to the connect route
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    assert out.out == LINK["url"] + "\n"
+    assert out.err == ""
+    [(method, path, headers)] = api.seen
+    assert (method, path) == ("POST", "/connections/wps365/alice/connect")
+    assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=testing/")
+    assert "/us-east-1/execute-api/aws4_request" in headers["Authorization"]
+
+
+def test_connect_json_prints_the_whole_answer(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["connect", "wps365", "alice", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == LINK
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "exit_status", "said"),
+    [
+        (404, {"error": {"code": "unknown_connection", "message": "no secret"}}, 1,
+         "unknown_connection: no secret"),
+        (400, {"error": {"code": "invalid_request", "message": "no authorize URL"}}, 2,
+         "invalid_request: no authorize URL"),
+        (403, {"message": "User: x is not authorized"}, 1, "http_403: User: x is not authorized"),
+        (200, {"expires_at": "2030-01-01T00:00:00Z"}, 1, "the API answered without a link"),
+    ],
+)  # fmt: skip
+def test_connect_errors_are_one_line(
+    api: FakeApi,
+    capsys: pytest.CaptureFixture[str],
+    status: int,
+    body: Any,
+    exit_status: int,
+    said: str,
+) -> None:
+    api.status, api.body = status, body
+
+    assert main(["connect", "wps365", "alice"]) == exit_status
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert said in one_line(out.err)
+
+
+def test_connect_a_provider_with_no_user_exits_2_without_asking(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["connect", "dingtalk", "corp-a"]) == 2
+    assert main(["connect", "wps365", "bad/name"]) == 2
+    assert api.seen == []
+    assert "dingtalk has no user to connect (only wps365" in capsys.readouterr().err
+
+
+def test_connect_with_an_unreachable_api_exits_1(
+    aws: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TOKENVEND_API_URL", "http://127.0.0.1:9")
+    assert main(["connect", "wps365", "alice"]) == 1
+    assert "cannot reach the tokenvend API" in one_line(capsys.readouterr().err)
+
+
+# -- put: the redirect_uri of the link flow -------------------------------------------------
+
+
+def put_wps365(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], redirect_uri: str
+) -> tuple[int, str]:
+    status = main(
+        ["connections", "put", "wps365", "alice", "--file",
+         write(tmp_path, {**WPS365, "redirect_uri": redirect_uri})]
+    )  # fmt: skip
+    return status, capsys.readouterr().err
+
+
+def test_put_says_when_redirect_uri_is_not_the_link_callback(
+    aws: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the API's URL, as the local stack's exports give it
+    monkeypatch.setenv("TOKENVEND_API_URL", "http://127.0.0.1:3000/")
+    monkeypatch.setenv("TOKENVEND_SECRETS_PREFIX", "tokenvend/")
+
+    # When a wps365 secret names another redirect_uri, then the callback
+    other = put_wps365(tmp_path, capsys, "https://app.example.com/cb")
+    same = put_wps365(tmp_path, capsys, "http://127.0.0.1:3000/connect/callback")
+
+    # Then the put succeeds either way; only the first says, in one line, what to register
+    assert other[0] == same[0] == 0
+    line = one_line(other[1])
+    assert "'https://app.example.com/cb'" in line
+    assert "register that URL with the provider's app" in line
+    assert "set redirect_uri to http://127.0.0.1:3000/connect/callback" in line
+    assert CLIENT_SECRET not in line
+    assert same[1] == ""
+    assert secret_names(aws) == ["tokenvend/wps365/alice"]
+
+
+def test_put_says_nothing_of_redirects_when_the_api_url_is_unknown(
+    aws: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No TOKENVEND_API_URL, and no stack whose outputs say it
+    monkeypatch.setenv("TOKENVEND_SECRETS_PREFIX", "tokenvend/")
+
+    assert put_wps365(tmp_path, capsys, "https://app.example.com/cb") == (0, "")
+
+
+def test_put_of_a_client_credentials_provider_says_nothing_of_redirects(
+    aws: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TOKENVEND_API_URL", "http://127.0.0.1:3000")
+    monkeypatch.setenv("TOKENVEND_SECRETS_PREFIX", "tokenvend/")
+
+    status = main(["connections", "put", "dingtalk", "corp-a", "--file", write(tmp_path, DINGTALK)])
+
+    assert status == 0
+    assert capsys.readouterr().err == ""

@@ -461,9 +461,58 @@ def test_the_resource_policy_is_the_templates_own_with_relative_arns_made_absolu
     assert sids == [
         "OnlyGetAndPost",
         "DelegateToListedAccounts",
+        "AnyoneMayReachTheLinkCallback",
         "OnlyListedAccounts",
         "OnlyOrganization",
     ]
+
+
+# -- a method without authorization: the link flow's callback -------------------------------
+
+CALLBACK = "/connect/callback"
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [{}, {"AllowedAccountIds": "111122223333"}, {"AllowedOrganizationId": "o-abcdefghij"}],
+    ids=["defaults", "accounts", "organization"],
+)
+def test_anyone_may_reach_the_callback_and_nothing_else_unsigned(
+    parameters: dict[str, str],
+) -> None:
+    # Given the template's resource policy, and an unsigned request (no caller at all)
+    decide_anonymous = authorizer(**parameters).authorize_anonymous
+
+    # Then the callback is open to it, whatever accounts or organization the stack lists
+    assert decide_anonymous("GET", CALLBACK, source_ip="127.0.0.1").allowed
+    # and no other method or path is: the Allow for anyone names that one method
+    for method, path in (
+        ("GET", CONNECTION),
+        ("POST", f"{CONNECTION}/refresh"),
+        ("POST", "/connections/wps365/demo/connect"),
+        ("POST", CALLBACK),
+        ("GET", f"{CALLBACK}/more"),
+    ):
+        decision = decide_anonymous(method, path, source_ip="127.0.0.1")
+        assert not decision.allowed, (method, path)
+        assert decision.message.startswith("User: anonymous is not authorized")
+
+
+def test_the_allow_for_anyone_admits_no_signed_caller_without_a_grant(aws: None) -> None:
+    # Given a user of the stack's account with no grant at all
+    _, bare = user()
+
+    # Then the signed routes refuse it, as before the callback's Allow for anyone
+    for method, path in (("GET", CONNECTION), ("POST", "/connections/wps365/demo/connect")):
+        assert not decide(bare, method, path).allowed
+
+
+def test_a_private_api_keeps_its_callback_to_its_endpoints() -> None:
+    # A local request comes through no VPC endpoint: the endpoints' Deny refuses it
+    decision = authorizer(VpcEndpointIds="vpce-0123456789abcdef0").authorize_anonymous(
+        "GET", CALLBACK, source_ip="127.0.0.1"
+    )
+    assert not decision.allowed and decision.explicit_deny
 
 
 # -- the compatibility module, pinned to the moto it was read against ------------------------

@@ -395,7 +395,7 @@ def test_passthrough_fields_get_plausible_or_registered_values(sbx: Sandbox) -> 
 def test_register_takes_the_attributes_each_entry_implies(sbx: Sandbox) -> None:
     assert sbx.register_attributes("basicsvc") == {"lifetime", "scope", "audience"}
     assert sbx.register_attributes("tenanted") == {"lifetime", "tenant", "region"}
-    assert sbx.register_attributes("usergrant") == {"lifetime", "redirect_uri"}
+    assert sbx.register_attributes("usergrant") == {"lifetime", "redirect_uri", "name"}
     assert sbx.register_attributes("jwtsvc") == {"lifetime", "public_key"}
     assert sbx.register_attributes("salesforce") == {"lifetime", "passthrough"}
     with pytest.raises(TypeError, match="scope"):

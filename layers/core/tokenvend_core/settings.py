@@ -46,6 +46,14 @@ def _hosts(env: Mapping[str, str], name: str) -> frozenset[str]:
     return frozenset(hosts)
 
 
+def _key_id(env: Mapping[str, str], name: str) -> str:
+    """A KMS key's id, ARN, alias name or alias ARN, or empty."""
+    raw = env.get(name, "").strip()
+    if raw and not re.fullmatch(r"[A-Za-z0-9:/_+=,.@-]{1,2048}", raw):
+        raise SettingsError(f"{name} must be a KMS key id, key ARN or alias, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     table_name: str
@@ -77,6 +85,12 @@ class Settings:
     # PLAIN_HTTP_HOSTS (the docker bridge address, which SAM CLI's containers and the host
     # both reach); empty when deployed, where no host is allowed plain HTTP.
     plain_http_hosts: frozenset[str] = frozenset()
+    # The KMS HMAC key that signs and checks connect links (LINK_KEY_ID: a key id, key ARN
+    # or alias); empty in a stack without authorization-code providers, where no link is made.
+    link_key_id: str = ""
+    # How long a connect link works (LINK_LIFETIME_SECONDS; the template's
+    # LinkLifetimeSeconds): 10 minutes unless a stack says otherwise.
+    link_lifetime: int = 600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -106,4 +120,6 @@ class Settings:
             fanout_batch=_int(env, "FANOUT_BATCH", 100, 1, 1000),
             allow_http_loopback=env.get("ALLOW_HTTP_LOOPBACK", "").lower() in ("1", "true"),
             plain_http_hosts=_hosts(env, "PLAIN_HTTP_HOSTS"),
+            link_key_id=_key_id(env, "LINK_KEY_ID"),
+            link_lifetime=_int(env, "LINK_LIFETIME_SECONDS", 600, 1, 600),
         )

@@ -6,9 +6,13 @@ whose authorizer is AWS_IAM (the API's DefaultAuthorizer unless the event says o
 must carry a valid SigV4 signature for `execute-api` made with an access key issued by the
 local IAM, and the caller's IAM policies and the API's resource policy must allow it to
 invoke the route (iam.py); otherwise it is refused before any function runs, with the API's
-own GatewayResponses from the template (so the body is the service's `{"error": ...}`). The
-function gets API Gateway's REST proxy event (version 1.0), with the caller's identity in
-`requestContext.identity`, and its answer becomes the HTTP response.
+own GatewayResponses from the template (so the body is the service's `{"error": ...}`). A
+route without authorization (`Auth: Authorizer: NONE`: the link flow's callback) needs no
+signature, and is judged by the resource policy alone, as API Gateway does when the API has
+one: a statement naming anyone must allow it and none deny it. The function gets API
+Gateway's REST proxy event (version 1.0), with the caller's identity in
+`requestContext.identity` (empty but for the source address on an unsigned route), and its
+answer becomes the HTTP response, whatever its content type (the callback answers HTML).
 """
 
 from __future__ import annotations
@@ -234,6 +238,13 @@ class HttpApi:
                     "reason": decision.message,
                     "caller": principal.arn,
                 }
+                return self._gateway("ACCESS_DENIED", decision.message), fields
+        elif self._api.resource_policy:
+            decision = self._authorizer.authorize_anonymous(
+                request.method, request.path, source_ip=request.remote_addr or ""
+            )
+            if not decision.allowed:
+                fields = {"refused": "ACCESS_DENIED", "reason": decision.message}
                 return self._gateway("ACCESS_DENIED", decision.message), fields
         event = self._event(request, route, params, principal, body)
         invocation = route.function.invoke(event)

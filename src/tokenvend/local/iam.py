@@ -25,6 +25,12 @@ Then API Gateway's authorization flow for an IAM-authorized API with a resource 
 - a caller of another account needs both: its identity policies and the resource policy
   (an account principal naming its account is enough there).
 
+A method without authorization (`Auth: Authorizer: NONE`, the link flow's callback) has no
+caller to speak of: API Gateway's "resource policy only" flow admits such a request when a
+statement that names anyone (`"*"`) allows it and none denies it (`authorize_anonymous`).
+An account principal never names an anonymous caller, and a condition on a key it lacks
+(aws:PrincipalAccount, ...) is judged as for any absent key: StringNotEquals holds.
+
 The request context holds aws:PrincipalAccount, aws:PrincipalArn (a session's role),
 aws:PrincipalType, aws:userid, aws:username (IAM users only), aws:SourceIp (the client's
 address), aws:SecureTransport (false: the local API is plain HTTP), aws:CurrentTime and
@@ -140,6 +146,42 @@ class Authorizer:
             allowed = identity is Effect.ALLOW and granted >= Match.ACCOUNT
         return Decision(True) if allowed else self._refuse(principal, resource, explicit=False)
 
+    def authorize_anonymous(self, method: str, path: str, *, source_ip: str) -> Decision:
+        """An unsigned request on a method without authorization: the resource policy alone
+        decides, and only its statements that name anyone apply."""
+        resource = self.method_arn(method, path)
+        context = self.anonymous_context(source_ip)
+        allowed = False
+        for statement in self.resource_policy:
+            if not _names_anyone(statement):
+                continue
+            effect = evaluate(statement, ACTION, resource, context, where="resource policy")
+            if effect is Effect.DENY:
+                return self._refuse_anonymous(resource, explicit=True)
+            allowed = allowed or effect is Effect.ALLOW
+        return Decision(True) if allowed else self._refuse_anonymous(resource, explicit=False)
+
+    def anonymous_context(self, source_ip: str) -> dict[str, str | None]:
+        """An unsigned request's condition keys: where it came from and when, no principal."""
+        now = self._clock()
+        values: dict[str, str | None] = {
+            "aws:SourceIp": source_ip,
+            "aws:SecureTransport": "false",
+            "aws:CurrentTime": datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "aws:EpochTime": str(int(now)),
+            **dict.fromkeys(
+                ("aws:PrincipalAccount", "aws:PrincipalArn", "aws:PrincipalType", "aws:userid",
+                 "aws:username", *ABSENT)
+            ),
+        }  # fmt: skip
+        return {key.lower(): value for key, value in values.items()}
+
+    def _refuse_anonymous(self, resource: str, *, explicit: bool) -> Decision:
+        message = f"User: anonymous is not authorized to perform: {ACTION} on resource: {resource}"
+        if explicit:
+            message += " with an explicit deny"
+        return Decision(False, message, explicit)
+
     def context(self, principal: Principal, source_ip: str) -> dict[str, str | None]:
         """The request's condition keys, in lower case (IAM compares them whatever the case);
         None for a key the request lacks."""
@@ -162,8 +204,10 @@ class Authorizer:
         return {key.lower(): value for key, value in values.items()}
 
     def refusing_every_local_caller(self) -> list[str]:
-        """The resource policy's Deny statements that refuse every local call (those on a
-        key no local request has, such as aws:PrincipalOrgID): their Sids."""
+        """The resource policy's Deny statements whose condition refuses every local call on
+        the routes they name (a key no local request has, such as aws:PrincipalOrgID): their
+        Sids. Each is tried on a method of its own Resource (its wildcards filled in), or on
+        any method when it names them by NotResource."""
         probe = Principal(
             access_key_id="",
             secret_access_key="",  # nosec B106: a probe, no key
@@ -172,15 +216,26 @@ class Authorizer:
             account_id=self.account_id,
         )
         context = self.context(probe, "127.0.0.1")
-        resource = self.method_arn("GET", "")
-        return [
-            str(statement.get("Sid") or index)
-            for index, statement in enumerate(self.resource_policy)
-            if statement.get("Effect") == "Deny"
-            and _principal_match(statement, probe) > Match.NONE
-            and evaluate(statement, ACTION, resource, context, where="resource policy")
-            is Effect.DENY
-        ]
+        refusing = []
+        for index, statement in enumerate(self.resource_policy):
+            if (
+                statement.get("Effect") != "Deny"
+                or _principal_match(statement, probe) is Match.NONE
+                or not statement.get("Condition")  # refuses whom it names, as deployed
+            ):
+                continue
+            named = statement.get("Resource")
+            patterns = [named] if isinstance(named, str) else list(named or [])
+            tried = [
+                p.replace("*", "probe").replace("?", "p") for p in patterns if isinstance(p, str)
+            ] or [self.method_arn("GET", "")]
+            if any(
+                evaluate(statement, ACTION, resource, context, where="resource policy")
+                is Effect.DENY
+                for resource in tried
+            ):
+                refusing.append(str(statement.get("Sid") or index))
+        return refusing
 
     def _resource_decision(
         self, principal: Principal, resource: str, context: Mapping[str, str | None]
@@ -231,6 +286,18 @@ def _combine(effects: Iterable[Effect]) -> Effect:
         if effect is Effect.ALLOW:
             result = Effect.ALLOW
     return result
+
+
+def _names_anyone(statement: Mapping[str, Any]) -> bool:
+    """Whether a statement's principal takes in an anonymous caller: "*" (or {"AWS": "*"}).
+    NotPrincipal fails closed: a Deny applies, an Allow does not."""
+    if "NotPrincipal" in statement:
+        return statement.get("Effect") == "Deny"
+    element = statement.get("Principal")
+    if element == "*":
+        return True
+    names = element.get("AWS") if isinstance(element, Mapping) else None
+    return "*" in (names if isinstance(names, list) else [names])
 
 
 def _principal_match(statement: Mapping[str, Any], principal: Principal) -> Match:

@@ -1,4 +1,5 @@
-"""The whole stack on loopback: moto for AWS, the functions behind a Lambda Invoke API and
+"""The whole stack on loopback: moto for AWS (with the template's table, queues and KMS
+keys), the functions behind a Lambda Invoke API and
 behind API Gateway's REST API, the schedules, and the sandbox with its demo connections;
 with `--docker-bridge`, on the docker bridge's address as well (bridge.py), and always SAM
 CLI's environment file for the template's functions (samenv.py)."""
@@ -159,7 +160,11 @@ class LocalStack:
         self._set_environment()
         self._create_table()
         self._create_queues()
+        self._create_keys()
         for function in self.functions.values():
+            # Now that every resource has its physical id (a key's is chosen by KMS), the
+            # functions' environment as the template resolves it (LINK_KEY_ID: !Ref LinkKey).
+            function.environment = stack.function_environment(function.logical_id)
             function.load()
         self.lambda_server.start()
         self.api_server.start()
@@ -300,6 +305,32 @@ class LocalStack:
             log("queue created", queue=name)
         for url, policy in redrives.items():
             sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": policy})
+
+    def _create_keys(self) -> None:
+        """The template's KMS keys (the link key), with their KeySpec, KeyUsage and key
+        policy. Each gets the alias `alias/<stack>-<LogicalId>`, by which a restart finds the
+        key kept in the saved state and uses it again: links made before still work."""
+        kms = self._client("kms")
+        for logical_id, resource in self.stack.resources.items():
+            if not isinstance(resource, dict) or resource.get("Type") != "AWS::KMS::Key":
+                continue
+            alias = f"alias/{self.options.stack}-{logical_id}"
+            try:
+                key_id = str(kms.describe_key(KeyId=alias)["KeyMetadata"]["KeyId"])
+                log("key restored", key=logical_id, key_id=key_id)
+            except kms.exceptions.NotFoundException:
+                props = self.stack.resolve(resource.get("Properties") or {})
+                options: dict[str, Any] = {
+                    "KeySpec": str(props.get("KeySpec", "SYMMETRIC_DEFAULT")),
+                    "KeyUsage": str(props.get("KeyUsage", "ENCRYPT_DECRYPT")),
+                    "Description": str(props.get("Description", "")),
+                }
+                if props.get("KeyPolicy"):
+                    options["Policy"] = json.dumps(props["KeyPolicy"])
+                key_id = str(kms.create_key(**options)["KeyMetadata"]["KeyId"])
+                kms.create_alias(AliasName=alias, TargetKeyId=key_id)
+                log("key created", key=logical_id, key_id=key_id, key_spec=options["KeySpec"])
+            self.stack.register(logical_id, key_id)
 
     def _create_user(self) -> None:
         """The user whose keys the banner exports, allowed to invoke the whole API (the

@@ -66,7 +66,7 @@ __all__ = [
 
 STATE_DIR = Path(".tokenvend") / "state"
 SNAPSHOT = "aws.pickle"
-SERVICES = ("iam", "sts", "secretsmanager", "dynamodb", "sqs")
+SERVICES = ("iam", "sts", "secretsmanager", "dynamodb", "sqs", "kms")  # kms: the link key
 FORMAT = 1
 _MAGIC = b"tokenvend-local-state\n"
 DEFAULT_INTERVAL = 1.0  # seconds from a change to its snapshot, at most (plus the write)
@@ -354,7 +354,9 @@ def _moto_version() -> str:
 
 class _Pickler(pickle.Pickler):
     """Pickles moto's objects; a lock (an SQS queue's Condition) becomes a new, free one:
-    a snapshot is taken between requests, when none is held."""
+    a snapshot is taken between requests, when none is held. A private key of the
+    `cryptography` library (moto gives every KMS key one, an HMAC key too), which cannot be
+    pickled, is kept as its PKCS #8 DER bytes."""
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, threading.Condition):
@@ -363,7 +365,32 @@ class _Pickler(pickle.Pickler):
             return threading.RLock, ()
         if isinstance(obj, _LOCK):
             return threading.Lock, ()
+        if isinstance(obj, _PRIVATE_KEYS):
+            from cryptography.hazmat.primitives import serialization
+
+            key: Any = obj
+            der = key.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            return _private_key, (der,)
         return NotImplemented
+
+
+def _private_key(der: bytes) -> Any:
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.load_der_private_key(der, password=None)
+
+
+def _private_key_types() -> tuple[type, ...]:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    return (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)
+
+
+_PRIVATE_KEYS = _private_key_types()
 
 
 _RLOCK = type(threading.RLock())

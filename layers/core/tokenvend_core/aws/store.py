@@ -23,6 +23,7 @@ CONDITION_NAMES = {
     "#pg": "pending_refresh_token",
     "#cn": "connection",
     "#at": "access_token",
+    "#ln": "link_nonce",
 }
 TTL_GRACE = 86400
 # What the vend function reads: never the fallback copy of a refresh token.
@@ -520,6 +521,29 @@ class TokenStore:
             remove=("lease_owner", "lease_expires_at"),
             condition="#lo = :owner",
             values={":owner": owner},
+        )
+
+    # -- the connection's latest connect link (refresh/link.py) ---------------------------
+    # Not in PUBLIC nor LISTING: only the provider function reads or writes them.
+
+    def set_link(self, provider: str, connection: str, nonce: str, expires_at: int) -> None:
+        """Make this link the connection's only working one: an earlier link is superseded."""
+        self._update(
+            provider,
+            connection,
+            set_={"link_nonce": nonce, "link_expires_at": expires_at},
+        )
+
+    def take_link(self, provider: str, connection: str, nonce: str) -> bool:
+        """Consume the link whose nonce this is, once: True for the one caller that did,
+        False when it was used already or a newer link superseded it."""
+        return None is not self._update(
+            provider,
+            connection,
+            set_={},
+            remove=("link_nonce", "link_expires_at"),
+            condition="#ln = :nonce",
+            values={":nonce": nonce},
         )
 
     def delete(self, provider: str, connection: str) -> None:

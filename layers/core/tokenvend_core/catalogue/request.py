@@ -148,12 +148,14 @@ def build_request(
     *,
     code: str | None = None,
     redirect_uri: str | None = None,
+    code_verifier: str | None = None,
     allow_http_loopback: bool = False,
     plain_http_hosts: Collection[str] = (),
     now: float | None = None,
 ) -> TokenRequest:
     """The token request for this connection: a code exchange when `code` is given, a
-    refresh-token grant for providers that authorize users, else client credentials.
+    refresh-token grant for providers that authorize users, else client credentials. A code
+    exchange sends `code_verifier` when given (PKCE, RFC 7636 section 4.5).
 
     The URL is judged again here (`check_url`), so that none reaches the HTTP library
     unchecked. Whether plain http on loopback (or on a listed host) is allowed is the
@@ -178,6 +180,9 @@ def build_request(
                 redirect_uri=redirect_uri or secret["redirect_uri"],
             )
             values.append(code)
+            if code_verifier is not None:
+                params["code_verifier"] = code_verifier
+                values.append(code_verifier)
         else:
             refresh_token = secret.get("refresh_token")
             if not refresh_token:

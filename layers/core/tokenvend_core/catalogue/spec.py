@@ -61,8 +61,14 @@ COMMON_OPTIONAL = (
     "tls_client_cert",
     "tls_client_key",
 )
+#: Optional fields of a connection's secret for entries whose grant is authorization_code:
+#: the link flow's authorization endpoint (overriding the entry's) and the scope asked for.
+LINK_OPTIONAL = ("authorize_url", "scope")
+#: What may separate scopes in a provider's `scope` parameter (scope_separator).
+SCOPE_SEPARATORS = (" ", ",", "+", ";")
 #: Fields of a connection's secret that are text.
 TEXT_FIELDS = (
+    *LINK_OPTIONAL,
     "token_url",
     "client_auth",
     "request_format",
@@ -121,6 +127,11 @@ class ProviderSpec:
     error_code_prefix: str = ""
     error_message: tuple[str, ...] = ("error_description",)
     throttle_codes: tuple[str, ...] = ()
+    # The link flow (authorization_code entries): the provider's authorization endpoint,
+    # whether it takes PKCE (RFC 7636, S256), and what separates scopes in its `scope`.
+    authorize_url: str | None = None
+    pkce: bool = False
+    scope_separator: str = " "
 
     @property
     def uses_refresh_token(self) -> bool:
@@ -128,7 +139,8 @@ class ProviderSpec:
 
     @property
     def fields(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(self.required + self.optional + COMMON_OPTIONAL))
+        link = LINK_OPTIONAL if self.uses_refresh_token else ()
+        return tuple(dict.fromkeys(self.required + self.optional + COMMON_OPTIONAL + link))
 
     def wire_name(self, credential: str) -> str:
         """The name `client_id` or `client_secret` takes on the wire."""
@@ -143,7 +155,7 @@ TABLES = ("url_fields", "defaults", "credential_names", "url_client_auth")
 TEXTS = (
     "title", "docs", "grant", "token_url", "client_auth", "request_format", "token_field",
     "expires_field", "expires_kind", "assertion_alg", "assertion_audience", "error_name",
-    "error_code", "error_code_prefix",
+    "error_code", "error_code_prefix", "authorize_url", "scope_separator",
 )  # fmt: skip
 
 
@@ -196,8 +208,9 @@ def entry_spec(name: str, entry: Any, source: str = "providers.toml") -> Provide
         value = entry.get(key, {})
         if not isinstance(value, dict) or not all(isinstance(v, str) and v for v in value.values()):
             raise bad(f"{key} must be a table of non-empty strings")
-    if "deploy" in entry and not isinstance(entry["deploy"], bool):
-        raise bad("deploy must be true or false")
+    for key in ("deploy", "pkce"):
+        if key in entry and not isinstance(entry[key], bool):
+            raise bad(f"{key} must be true or false")
     if name not in SEEDS and "docs" not in entry:
         raise bad("needs docs: the URL of the vendor's document the entry was checked against")
     if "docs" in entry and not entry["docs"].startswith("https://"):
@@ -206,6 +219,7 @@ def entry_spec(name: str, entry: Any, source: str = "providers.toml") -> Provide
     _check_choices(entry, bad)
     _check_fields(entry, bad)
     _check_token_url(entry, bad)
+    _check_link(entry, bad)
     _check_answer(entry, bad)
 
     values = dict(entry)
@@ -295,6 +309,25 @@ def _check_token_url(entry: dict[str, Any], bad: Any) -> None:
     stray = set(patterns) - inner
     if stray:
         raise bad(f"url_fields names no {{field}} inside token_url: {', '.join(sorted(stray))}")
+
+
+def _check_link(entry: dict[str, Any], bad: Any) -> None:
+    link_keys = [key for key in ("authorize_url", "pkce", "scope_separator") if key in entry]
+    if link_keys and entry["grant"] != "authorization_code":
+        raise bad(f"{', '.join(link_keys)}: only an authorization_code grant has a link flow")
+    if "authorize_url" in entry:
+        # Judged in full (check_url) where a link is made; here, without the HTTP library.
+        url = entry["authorize_url"]
+        try:
+            host = urlsplit(url).hostname
+        except ValueError:
+            host = None
+        if not url.startswith("https://") or not host:
+            raise bad("authorize_url must be an https URL")
+        if any(ch in url for ch in "{}#\\@") or any(ch.isspace() for ch in url):
+            raise bad("authorize_url must be a plain URL (no {field}, #, @, \\ or spaces)")
+    if entry.get("scope_separator", " ") not in SCOPE_SEPARATORS:
+        raise bad(f"scope_separator must be one of: {', '.join(map(repr, SCOPE_SEPARATORS))}")
 
 
 def _check_answer(entry: dict[str, Any], bad: Any) -> None:
@@ -421,7 +454,25 @@ def validate_secret(
         plain_http_hosts=plain_http_hosts,
     )
     _check_credentials(spec, value, client_auth_for(spec, value, url))
+    if spec.uses_refresh_token:
+        _check_link_fields(value, allow_http_loopback, plain_http_hosts)
     return value
+
+
+def _check_link_fields(
+    value: dict[str, Any], allow_http_loopback: bool, plain_http_hosts: Collection[str]
+) -> None:
+    """A connection's own authorization endpoint is judged as its token URL is: a link sends
+    the user's browser there with the connection's client id."""
+    if "authorize_url" in value:
+        check_url(
+            value["authorize_url"],
+            allow_http_loopback=allow_http_loopback,
+            plain_http_hosts=plain_http_hosts,
+            what="authorize_url",
+        )
+    if "scope" in value and not _text(value["scope"]):
+        raise InvalidRequest("scope must be a non-empty string")
 
 
 def _uses_secret(spec: ProviderSpec, value: dict[str, Any]) -> bool:

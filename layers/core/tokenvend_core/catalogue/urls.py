@@ -87,7 +87,11 @@ def field_value(spec: ProviderSpec, name: str, value: str) -> str:
 
 
 def check_url(
-    url: str, *, allow_http_loopback: bool, plain_http_hosts: Collection[str] = ()
+    url: str,
+    *,
+    allow_http_loopback: bool,
+    plain_http_hosts: Collection[str] = (),
+    what: str = "the token URL",
 ) -> str:
     """`url` if it is fit to send credentials to; raise InvalidRequest otherwise.
 
@@ -100,44 +104,45 @@ def check_url(
     http only on a loopback host and only with `allow_http_loopback` (the local stack and the
     tests), or on one of `plain_http_hosts` (host names or IP addresses, as
     Settings.plain_http_hosts holds them: the local stack's docker bridge address). The
-    messages never repeat the URL.
+    messages never repeat the URL; they call it `what` (a link's authorization URL is
+    judged by the same rules).
     """
     if not isinstance(url, str) or not url:
-        raise InvalidRequest("the token URL is empty")
+        raise InvalidRequest(f"{what} is empty")
     if "{" in url or "}" in url:
-        raise InvalidRequest("the token URL is not a complete URL: a {field} was not filled in")
+        raise InvalidRequest(f"{what} is not a complete URL: a {{field}} was not filled in")
     if not url.isascii():
-        raise InvalidRequest("the token URL must be ASCII (percent-encode its path)")
+        raise InvalidRequest(f"{what} must be ASCII (percent-encode its path)")
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
-        raise InvalidRequest("the token URL holds whitespace or a control character")
+        raise InvalidRequest(f"{what} holds whitespace or a control character")
     if "\\" in url:
-        raise InvalidRequest("the token URL holds a backslash")
+        raise InvalidRequest(f"{what} holds a backslash")
     if "#" in url:
-        raise InvalidRequest("the token URL may not have a fragment (#)")
+        raise InvalidRequest(f"{what} may not have a fragment (#)")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise InvalidRequest("the token URL is malformed") from None
+        raise InvalidRequest(f"{what} is malformed") from None
     scheme, host = parts.scheme.lower(), parts.hostname or ""
     if scheme not in ("https", "http"):
-        raise InvalidRequest("the token URL must be https (http only on a loopback address)")
+        raise InvalidRequest(f"{what} must be https (http only on a loopback address)")
     if "@" in parts.netloc:
-        raise InvalidRequest("the token URL may not carry user info (user@)")
+        raise InvalidRequest(f"{what} may not carry user info (user@)")
     if not host:
-        raise InvalidRequest("the token URL is not a complete URL: it names no host")
+        raise InvalidRequest(f"{what} is not a complete URL: it names no host")
     if not _plain_host(host):
-        raise InvalidRequest("the token URL's host is not a plain DNS name or IP address")
+        raise InvalidRequest(f"{what}'s host is not a plain DNS name or IP address")
     if any(unquote(segment) in (".", "..") for segment in parts.path.split("/")):
-        raise InvalidRequest("the token URL's path may not hold . or .. segments")
-    for seen in _as_the_http_library_reads(url):
+        raise InvalidRequest(f"{what}'s path may not hold . or .. segments")
+    for seen in _as_the_http_library_reads(url, what):
         if seen != (scheme, host, port):
-            raise InvalidRequest("the token URL reads differently to the HTTP library: refused")
+            raise InvalidRequest(f"{what} reads differently to the HTTP library: refused")
     if scheme == "http" and not (
         (allow_http_loopback and _is_loopback(host)) or _listed(host, plain_http_hosts)
     ):
         raise InvalidRequest(
-            "the token URL must be https (plain http only on a loopback address or a host "
+            f"{what} must be https (plain http only on a loopback address or a host "
             "the stack lists, where the stack allows it)"
         )
     return url
@@ -173,7 +178,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _as_the_http_library_reads(url: str) -> list[tuple[str, str, int | None]]:
+def _as_the_http_library_reads(url: str, what: str) -> list[tuple[str, str, int | None]]:
     """(scheme, host, port) as urllib3 reads the URL, and as it reads the URL that `requests`
     prepares from it (the one its connection pool is chosen by)."""
     import requests
@@ -183,7 +188,7 @@ def _as_the_http_library_reads(url: str) -> list[tuple[str, str, int | None]]:
     def read(text: str) -> tuple[str, str, int | None]:
         parsed = parse_url(text)
         if parsed.auth:
-            raise InvalidRequest("the token URL may not carry user info (user@)")
+            raise InvalidRequest(f"{what} may not carry user info (user@)")
         host = (parsed.host or "").lower()
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
@@ -193,4 +198,4 @@ def _as_the_http_library_reads(url: str) -> list[tuple[str, str, int | None]]:
         prepared = requests.Request("POST", url).prepare().url or ""
         return [read(url), read(prepared)]
     except (LocationParseError, requests.RequestException, ValueError):
-        raise InvalidRequest("the token URL is malformed") from None
+        raise InvalidRequest(f"{what} is malformed") from None

@@ -31,6 +31,7 @@ def run(
     *,
     code: str | None = None,
     redirect_uri: str | None = None,
+    code_verifier: str | None = None,
     need: Need | None = None,
 ) -> ConnectionState:
     """Holding the lease: fetch, store the rotated refresh token, store the token."""
@@ -40,7 +41,14 @@ def run(
         if refresher.spec.uses_refresh_token and code is None:
             secret, config, suspect = rotation.grant_to_spend(refresher, connection, owner)
         try:
-            token = _fetch(refresher, connection, config, code=code, redirect_uri=redirect_uri)
+            token = _fetch(
+                refresher,
+                connection,
+                config,
+                code=code,
+                redirect_uri=redirect_uri,
+                code_verifier=code_verifier,
+            )
         except Failed as failed:
             if suspect and isinstance(failed.failure.error, AuthorizationRequired):
                 raise Failed(lost_rotation(failed.failure)) from None
@@ -126,6 +134,7 @@ def _fetch(
     *,
     code: str | None,
     redirect_uri: str | None,
+    code_verifier: str | None = None,
 ) -> Token:
     try:
         request = build_request(
@@ -133,6 +142,7 @@ def _fetch(
             config,
             code=code,
             redirect_uri=redirect_uri,
+            code_verifier=code_verifier,
             allow_http_loopback=refresher.settings.allow_http_loopback,
             plain_http_hosts=refresher.settings.plain_http_hosts,
         )

@@ -1,6 +1,7 @@
 """Redeeming an authorization code (providers whose grant is a refresh token, as wps365):
-the operator's code, for the connection's own redirect URI, exchanged under the lease
-without the cool-down. What the exchange answers is kept as any rotation is (`rotation`)."""
+the operator's code, or the one a connect link brought back (`link`), for the connection's
+own redirect URI, exchanged under the lease without the cool-down. What the exchange
+answers is kept as any rotation is (`rotation`)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,15 @@ if TYPE_CHECKING:
 
 
 def authorize(
-    refresher: Refresher, connection: str, code: str, redirect_uri: str | None = None
+    refresher: Refresher,
+    connection: str,
+    code: str,
+    redirect_uri: str | None = None,
+    *,
+    code_verifier: str | None = None,
 ) -> ConnectionState:
+    """Redeem `code` for the connection; with PKCE, `code_verifier` goes with it (the link
+    flow recomputes it, `link.redeem`)."""
     if not refresher.spec.uses_refresh_token:
         raise InvalidRequest(f"{refresher.provider} does not take authorization codes")
     if not isinstance(code, str) or not code.strip() or len(code) > 4096:
@@ -34,5 +42,13 @@ def authorize(
     owner = refresher.new_owner()
     state = lease.take_for_code(refresher, connection, owner)
     return attempt.run(
-        refresher, connection, owner, secret, config, state, code=code, redirect_uri=redirect_uri
+        refresher,
+        connection,
+        owner,
+        secret,
+        config,
+        state,
+        code=code,
+        redirect_uri=redirect_uri,
+        code_verifier=code_verifier,
     )

@@ -1,5 +1,7 @@
-"""The three kinds of event a provider function accepts: the schedule, `refresh` from the
-vend function, and `authorize` (for providers that redeem authorization codes)."""
+"""The events a provider function accepts: the schedule (and its fan-out batches), `refresh`
+from the vend function, and, for providers that redeem authorization codes, `authorize`
+(an operator's code) and the link flow's `connect` (make a link) and `callback` (the
+state and code a user's browser brought back; `link`)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from tokenvend_core.errors import InvalidRequest, TokenVendError
 from tokenvend_core.names import SHA256_RE, check_connection, parse_min_ttl
 from tokenvend_core.need import Need
 from tokenvend_core.observability import logger
+from tokenvend_core.refresh import link, runtime
+from tokenvend_core.refresh.link import Connected, LinkKey
 from tokenvend_core.refresh.refresher import Refresher
 from tokenvend_core.tokens import rfc3339
 from tokenvend_core.vend.invoker import outcome_to_wire
@@ -55,7 +59,15 @@ def handle_queued(
     return {"batchItemFailures": failures}
 
 
-def handle(event: Any, refresher: Refresher, remaining_ms: Callable[[], int]) -> dict[str, Any]:
+def handle(
+    event: Any,
+    refresher: Refresher,
+    remaining_ms: Callable[[], int],
+    *,
+    link_key: LinkKey | None = None,
+) -> dict[str, Any]:
+    """One event's answer. `link_key` signs and checks connect links; by default the one the
+    settings name (`runtime.link_key`)."""
     if is_queued(event):
         return handle_queued(event, refresher, remaining_ms)
     if is_scheduled(event):
@@ -66,7 +78,14 @@ def handle(event: Any, refresher: Refresher, remaining_ms: Callable[[], int]) ->
         if not isinstance(event, dict):
             raise InvalidRequest("the event must be a JSON object")
         action = event.get("action")
+        if action == "callback":
+            return _callback(event, refresher, link_key or runtime.link_key(refresher.settings))
         connection = check_connection(event.get("connection"))
+        if action == "connect":
+            made = link.connect(
+                refresher, link_key or runtime.link_key(refresher.settings), connection
+            )
+            return {"ok": True, "url": made.url, "expires_at": rfc3339(made.expires_at)}
         if action == "refresh":
             rejected = event.get("rejected_token_sha256")
             if rejected is not None and (
@@ -99,7 +118,9 @@ def handle(event: Any, refresher: Refresher, remaining_ms: Callable[[], int]) ->
             if state.refresh_expires_at:
                 answer["refresh_expires_at"] = rfc3339(state.refresh_expires_at)
             return answer
-        raise InvalidRequest("action must be 'refresh' or 'authorize', or a scheduled event")
+        raise InvalidRequest(
+            "action must be 'refresh', 'authorize', 'connect' or 'callback', or a scheduled event"
+        )
     except TokenVendError as error:
         return {"ok": False, "error": error.to_dict()}
     except Exception:
@@ -108,3 +129,21 @@ def handle(event: Any, refresher: Refresher, remaining_ms: Callable[[], int]) ->
             "ok": False,
             "error": {"code": "internal", "message": "internal error; see the logs"},
         }
+
+
+def _callback(event: dict[str, Any], refresher: Refresher, key: LinkKey | None) -> dict[str, Any]:
+    code, error = event.get("code"), event.get("error")
+    for name, value in (("code", code), ("error", error)):
+        if value is not None and (not isinstance(value, str) or not value or len(value) > 4096):
+            raise InvalidRequest(f"{name} must be a non-empty string or null")
+    if code is None and error is None:
+        raise InvalidRequest("a callback carries the provider's code or its error")
+    outcome = link.callback(refresher, key, event.get("state"), code=code, error=error)
+    if not isinstance(outcome, Connected):
+        return {"ok": False, "error": outcome.to_dict()}
+    return {
+        "ok": True,
+        "provider": outcome.provider,
+        "connection": outcome.connection,
+        "expires_at": rfc3339(outcome.state.expires_at),
+    }

@@ -1,4 +1,9 @@
-"""The HTTP API as API Gateway's REST proxy events: parse, vend, shape the answer."""
+"""The HTTP API as API Gateway's REST proxy events: parse, vend, shape the answer.
+
+Four routes: the token and its refresh (JSON), a link for a user to authorize a connection
+(JSON), and the link's callback, where a user's browser lands (HTML, vend/pages.py). The
+callback is the one route without a signature, so it has no caller and answers only a page.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tokenvend_core.errors import InvalidRequest, TokenVendError
+from tokenvend_core.errors import Forbidden, Internal, InvalidRequest, TokenVendError
 from tokenvend_core.names import check_connection, check_provider, parse_min_ttl, parse_refresh_body
 from tokenvend_core.observability import MetricUnit, dimension, emit, logger
+from tokenvend_core.vend import pages
+from tokenvend_core.vend.links import LinkInvoker, parse_callback
 from tokenvend_core.vend.vendor import Vendor
 
 GET_ROUTE = "/tokens/{provider}/{connection}"
 REFRESH_ROUTE = "/tokens/{provider}/{connection}/refresh"
+CONNECT_ROUTE = "/connections/{provider}/{connection}/connect"
+CALLBACK_ROUTE = "/connect/callback"
+JSON_ROUTES = ((GET_ROUTE, "GET"), (REFRESH_ROUTE, "POST"), (CONNECT_ROUTE, "POST"))
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -41,14 +51,32 @@ def caller_of(event: dict[str, Any]) -> str | None:
     return arn if isinstance(arn, str) and arn else None
 
 
+def link_invoker(vendor: Vendor, links: LinkInvoker | None) -> LinkInvoker:
+    """Who makes links and checks callbacks: the provider functions, through the vendor's
+    own invoker unless one is given."""
+    if links is not None:
+        return links
+    invoker = vendor.invoker
+    if not isinstance(invoker, LinkInvoker):
+        raise Internal("this vend function cannot reach the provider functions' link flow")
+    return invoker
+
+
 def handle(
     event: Any,
     vendor: Vendor,
     clock: Callable[[], float] = time.time,
     remaining: Callable[[], float] | None = None,
+    links: LinkInvoker | None = None,
 ) -> dict[str, Any]:
     """Every outcome is an API Gateway response; nothing raises past here. `remaining` says
     how many seconds the invocation has left (the Lambda context's)."""
+    if (
+        isinstance(event, dict)
+        and event.get("resource") == CALLBACK_ROUTE
+        and event.get("httpMethod") == "GET"
+    ):
+        return callback_page(event, vendor, links).response()
     where: dict[str, str] = {}
     try:
         if not isinstance(event, dict):
@@ -58,13 +86,15 @@ def handle(
         params = event.get("pathParameters") or {}
         if not isinstance(params, dict):
             raise InvalidRequest("malformed path")
-        if (resource, method) not in ((GET_ROUTE, "GET"), (REFRESH_ROUTE, "POST")):
+        if (resource, method) not in JSON_ROUTES:
             raise InvalidRequest(f"no route {method} {resource}")
         provider = check_provider(params.get("provider"))
         dimension("provider", provider)
         connection = check_connection(params.get("connection"))
         where = {"provider": provider, "connection": connection}
         caller = caller_of(event)
+        if resource == CONNECT_ROUTE:
+            return connect(provider, connection, caller, link_invoker(vendor, links))
         if method == "GET":
             query = event.get("queryStringParameters") or {}
             if not isinstance(query, dict):
@@ -99,3 +129,53 @@ def handle(
     except Exception:
         logger.exception("vend crashed", extra=where)
         return error_response(TokenVendError("internal error; see the vend function's logs"))
+
+
+def connect(
+    provider: str, connection: str, caller: str | None, links: LinkInvoker
+) -> dict[str, Any]:
+    """POST /connections/{provider}/{connection}/connect: a link for a user (JSON)."""
+    if not caller:  # API Gateway's IAM authorization gives every request one
+        raise Forbidden(f"the request carries no caller identity for {provider}/{connection}")
+    link = links.connect(provider, connection)
+    logger.info(
+        "link made",
+        extra={"provider": provider, "connection": connection, "caller": caller,
+               "link_expires_at": link.expires_at},
+    )  # fmt: skip
+    return respond(200, {"url": link.url, "expires_at": link.expires_at})
+
+
+def callback_page(event: dict[str, Any], vendor: Vendor, links: LinkInvoker | None) -> pages.Page:
+    """GET /connect/callback: the provider function's verdict on the user's return, as a
+    page. Nothing of the state or the code is logged or shown."""
+    query = parse_callback(event)
+    if query is None:
+        logger.info("link callback refused", extra={"outcome": "link_invalid", "invoked": False})
+        return pages.link_invalid()
+    dimension("provider", query.provider)
+    try:
+        verdict = link_invoker(vendor, links).callback(
+            query.provider, state=query.state, code=query.code, error=query.error
+        )
+    except TokenVendError as error:
+        logger.warning(
+            "link callback failed",
+            extra={"provider": query.provider, "error_code": error.code,
+                   "error_message": error.message},
+        )  # fmt: skip
+        return pages.unavailable() if error.status == 503 else pages.internal()
+    except Exception:
+        logger.exception("link callback crashed", extra={"provider": query.provider})
+        return pages.internal()
+    if verdict.connection is not None and verdict.connected:
+        emit("LinkConnected")
+        logger.info(
+            "link callback connected",
+            extra={"provider": verdict.provider, "connection": verdict.connection},
+        )
+        return pages.connected(verdict.provider, verdict.connection)
+    code = verdict.error or "internal"
+    emit("LinkRefused")
+    logger.info("link callback refused", extra={"provider": query.provider, "outcome": code[:64]})
+    return pages.refused(code)

@@ -87,6 +87,11 @@ class Vendor:
         self._clock = clock
         self._monotonic = monotonic
 
+    @property
+    def invoker(self) -> Invoker:
+        """The way to the provider functions (the link routes use it too)."""
+        return self._invoker
+
     def get(
         self,
         provider: str,
