@@ -601,7 +601,11 @@ class Run:
         began = time.monotonic()
         event = json.loads(sample.read_text())
         answer = self.invoke(function, sample)
-        if sample.name.startswith("vend-"):
+        if sample.name == "vend-connect.json":
+            detail = check_connect(event, answer)
+        elif sample.name == "vend-callback.json":
+            detail = check_callback(answer)
+        elif sample.name.startswith("vend-"):
             detail = self.check_vend(event, answer, current)
         elif sample.name.startswith("provider-"):
             detail = check_schedule(answer)
@@ -945,6 +949,32 @@ def _answer(
     except ValueError:
         parsed = {"text": response.text[:200]}
     return Answer(response.status_code, parsed, _kept(response.headers))
+
+
+def check_connect(event: dict[str, Any], answer: Any) -> str:
+    """A link from the provider function through SAM's containers: the demo connection's
+    authorization page (the sandbox's), with a state; the provider function signed it with
+    the stack's link key."""
+    params = event["pathParameters"]
+    key = f"{params['provider']}/{params['connection']}"
+    body = _proxy_body(answer, 200, key)
+    url, expires_at = body.get("url"), body.get("expires_at")
+    if not isinstance(url, str) or "state=" not in url or not isinstance(expires_at, str):
+        raise Failed(f"{key}: no link in {body}")
+    return f"200, a link until {expires_at}"
+
+
+def check_callback(answer: Any) -> str:
+    """The sample's state was never made by this stack's key: the invalid-link page, with
+    the link flow's headers, showing neither the code nor the state."""
+    if not isinstance(answer, dict) or answer.get("statusCode") != 400:
+        raise Failed(f"callback: expected the 400 page, got {str(answer)[:300]}")
+    headers, page = answer.get("headers") or {}, str(answer.get("body"))
+    if "frame-ancestors 'none'" not in headers.get("Content-Security-Policy", ""):
+        raise Failed("callback: no Content-Security-Policy on the page")
+    if 'data-outcome="link_invalid"' not in page or "c0de-from-the-provider" in page:
+        raise Failed("callback: not the invalid-link page, or the code is on it")
+    return "400, the invalid-link page (a state this stack never made)"
 
 
 def _proxy_body(answer: Any, status: int, what: str) -> dict[str, Any]:

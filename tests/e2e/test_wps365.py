@@ -100,3 +100,23 @@ def test_authorize_then_refresh_stores_each_rotated_refresh_token(stack: LocalPr
     assert len({first_grant, second_grant, third_grant}) == 3
     assert introspect(stack, third_token)["active"] is True
     assert introspect(stack, third_token)["client_id"] == client_id
+
+
+def test_the_demo_connections_link_goes_to_the_sandbox(stack: LocalProcess) -> None:
+    # When an operator asks for a link for the demo connection
+    answer = stack.call("POST", "/connections/wps365/demo/connect")
+    assert answer.status_code == 200, answer.text
+    link = answer.json()["url"]
+
+    # Then it is the sandbox's consent page (never the real provider's), and consenting there
+    # sends the browser to the connection's redirect URI with a code and the link's state
+    assert link.startswith(f"{stack.sandbox_url}/wps365/oauth2/auth?")
+    consent = requests.get(link + "&auto=allow", allow_redirects=False, timeout=10)
+    assert consent.status_code in (302, 303), consent.text
+    redirect = urlsplit(consent.headers["Location"])
+    query = parse_qs(redirect.query)
+    assert (
+        f"{redirect.scheme}://{redirect.netloc}{redirect.path}"
+        == secret_of(stack, "wps365", "demo")["redirect_uri"]
+    )
+    assert query["code"] and query["state"] == parse_qs(urlsplit(link).query)["state"]

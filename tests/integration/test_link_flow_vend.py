@@ -174,6 +174,20 @@ def test_connect_needs_a_caller_and_asks_no_provider_without_one(front: Front) -
     assert front.stack.invoker.invocations == 0
 
 
+def test_only_a_caller_the_access_list_admits_may_make_a_link(front: Front) -> None:
+    # Given a connection whose access list names one role (a link rebinds the connection's
+    # grant, so whoever may not get its token may not make one either)
+    admitted = "arn:aws:iam::123456789012:role/operator"
+    front.stack.connect("wps365", "listed", allowed_principals=[admitted])
+    # When anyone else asks for a link, it is refused and no link is made
+    other = front.connect(connection="listed", caller="arn:aws:iam::123456789012:user/workload")
+    assert other.status == 403, other.body
+    assert json.loads(other.body)["error"]["code"] == "forbidden"
+    # and the admitted caller gets one
+    assumed = "arn:aws:sts::123456789012:assumed-role/operator/alice"
+    assert front.connect(connection="listed", caller=assumed).status == 200
+
+
 @pytest.mark.parametrize(
     ("provider", "connection", "status", "code"),
     [
@@ -324,6 +338,7 @@ def _payload(**fields: Any) -> str:
         {"state": b64url(b"not json") + ".AAAA", "code": "c"},
         {"state": b64url(b"[1, 2]") + ".AAAA", "code": "c"},
         {"state": _payload(p="nosuch"), "code": "c"},
+        {"state": _payload(p="aspose"), "code": "c"},  # deployed, but makes no links
         {"state": _payload(p="<script>"), "code": "c"},
         {"state": _payload(p=None), "code": "c"},
         {"state": _payload(c="x" * 2000), "code": "c"},  # longer than any state
@@ -343,6 +358,7 @@ def _payload(**fields: Any) -> str:
         "not json",
         "not an object",
         "unknown provider",
+        "a provider without an authorization code grant",
         "markup for a provider",
         "no provider",
         "state too long",
@@ -364,7 +380,7 @@ def test_a_callback_that_cannot_be_tokenvends_invokes_nothing(
     assert front.snapshot() == before
 
 
-def test_the_provider_function_failing_is_a_503_page(
+def test_the_provider_function_failing_is_a_400_page(
     front: Front, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     state = state_of(front.link())
@@ -374,7 +390,7 @@ def test_the_provider_function_failing_is_a_503_page(
 
     monkeypatch.setattr(front.stack.provider_functions["wps365"], "lambda_handler", crash)
     answer = front.callback({"state": state, "code": front.code()})
-    assert answer.status == 503 and answer.outcome == "unavailable"
+    assert answer.status == 400 and answer.outcome == "unavailable"
     assert_a_safe_page(answer, state, "crashed")
 
 
@@ -409,8 +425,8 @@ def test_pages_escape_what_they_name() -> None:
         ("authorization_required", 400, "code_refused"),
         ("provider_rejected", 400, "code_refused"),
         ("unknown_connection", 400, "unknown_connection"),
-        ("provider_unavailable", 503, "unavailable"),
-        ("internal", 500, "internal"),
+        ("provider_unavailable", 400, "unavailable"),
+        ("internal", 400, "internal"),
     ],
 )
 def test_every_refusal_has_its_page(code: str, status: int, outcome: str) -> None:

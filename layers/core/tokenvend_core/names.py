@@ -25,7 +25,20 @@ def deployed_providers(text: str | None = None) -> tuple[str, ...]:
     return tuple(name for name, entry in tomllib.loads(text).items() if is_deployed(entry))
 
 
+def authorizing_providers(text: str | None = None) -> tuple[str, ...]:
+    """The deployed providers whose grant is an authorization code: the only ones a connect
+    link (and so the link callback) can name."""
+    if text is None:
+        text = resources.files("tokenvend_core.catalogue").joinpath("providers.toml").read_text()
+    return tuple(
+        name
+        for name, entry in tomllib.loads(text).items()
+        if is_deployed(entry) and entry.get("grant") == "authorization_code"
+    )
+
+
 PROVIDERS = deployed_providers()
+AUTHORIZING = authorizing_providers()
 CONNECTION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PROVIDER_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")

@@ -44,6 +44,7 @@ def demo_connection(
         rewritten = {
             "token_url",
             "redirect_uri",
+            "authorize_url",
             "authority_host",
             *sandbox.endpoint_fields(provider),
         }
@@ -63,7 +64,11 @@ def _demo_connection(provider: str, sandbox: Sandbox) -> tuple[dict[str, Any], d
         secret["token_url"] = sandbox.token_url("aspose", style="form")
     elif provider == "wps365":
         attrs["redirect_uri"] = sandbox.callback_url()
-        secret.update(redirect_uri=sandbox.callback_url(), token_url=sandbox.token_url("wps365"))
+        secret.update(
+            redirect_uri=sandbox.callback_url(),
+            token_url=sandbox.token_url("wps365"),
+            authorize_url=sandbox.authorize_url("wps365"),  # tokenvend connect's links
+        )
     elif provider == "azure":
         attrs.update(tenant_id=AZURE_TENANT, scope=AZURE_SCOPE)
         secret.update(

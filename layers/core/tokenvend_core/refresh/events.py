@@ -82,8 +82,14 @@ def handle(
             return _callback(event, refresher, link_key or runtime.link_key(refresher.settings))
         connection = check_connection(event.get("connection"))
         if action == "connect":
+            caller = event.get("caller_arn")
+            if caller is not None and not isinstance(caller, str):
+                raise InvalidRequest("caller_arn must be a string")
             made = link.connect(
-                refresher, link_key or runtime.link_key(refresher.settings), connection
+                refresher,
+                link_key or runtime.link_key(refresher.settings),
+                connection,
+                caller_arn=caller,
             )
             return {"ok": True, "url": made.url, "expires_at": rfc3339(made.expires_at)}
         if action == "refresh":

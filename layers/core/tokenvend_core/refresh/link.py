@@ -37,9 +37,10 @@ from urllib.parse import quote, urlencode
 from tokenvend_core.aws.store import ConnectionState
 from tokenvend_core.catalogue.spec import ProviderSpec
 from tokenvend_core.catalogue.urls import check_url
-from tokenvend_core.errors import ERRORS_BY_CODE, Internal, InvalidRequest
+from tokenvend_core.errors import ERRORS_BY_CODE, Forbidden, Internal, InvalidRequest
 from tokenvend_core.names import CONNECTION_RE, PROVIDER_RE
 from tokenvend_core.observability import logger
+from tokenvend_core.principals import is_allowed
 
 if TYPE_CHECKING:
     from tokenvend_core.refresh.refresher import Refresher
@@ -206,17 +207,26 @@ class Refused:
 
 
 def connect(
-    refresher: Refresher, key: LinkKey | None, connection: str, *, nonce: str | None = None
+    refresher: Refresher,
+    key: LinkKey | None,
+    connection: str,
+    *,
+    nonce: str | None = None,
+    caller_arn: str | None = None,
 ) -> Link:
     """A new link for the connection, which supersedes any earlier one. Raises InvalidRequest
     when the provider authorizes no users or the connection has no authorization URL,
-    UnknownConnection without a secret, Internal without a link key."""
+    UnknownConnection without a secret, Internal without a link key, Forbidden when the
+    connection's allowed_principals do not admit `caller_arn` (a link rebinds the grant, so
+    whoever may not get the token may not make one either)."""
     spec = refresher.spec
     if not spec.uses_refresh_token:
         raise InvalidRequest(f"{spec.name} has no authorization-code grant: nothing to connect")
     if key is None:
         raise Internal("no link key: the provider function's LINK_KEY_ID is not set")
     _, config = refresher.read_secret(connection)
+    if caller_arn is not None and not is_allowed(caller_arn, config.get("allowed_principals")):
+        raise Forbidden(f"the caller may not make links for {spec.name}/{connection}")
     authorize_url = config.get("authorize_url") or spec.authorize_url
     if not authorize_url:
         raise InvalidRequest(

@@ -137,7 +137,7 @@ def connect(
     """POST /connections/{provider}/{connection}/connect: a link for a user (JSON)."""
     if not caller:  # API Gateway's IAM authorization gives every request one
         raise Forbidden(f"the request carries no caller identity for {provider}/{connection}")
-    link = links.connect(provider, connection)
+    link = links.connect(provider, connection, caller)
     logger.info(
         "link made",
         extra={"provider": provider, "connection": connection, "caller": caller,

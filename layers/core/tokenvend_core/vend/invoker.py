@@ -94,9 +94,13 @@ class LambdaInvoker:
             raise error_from_dict(data.get("error"))
         return version_from_wire(data)
 
-    def connect(self, provider: str, connection: str) -> Link:
-        """A link for a user to authorize the connection (the provider function makes it)."""
-        data = self._call(provider, {"action": "connect", "connection": connection})
+    def connect(self, provider: str, connection: str, caller_arn: str | None = None) -> Link:
+        """A link for a user to authorize the connection (the provider function makes it,
+        for a caller the connection's access list admits)."""
+        event = {"action": "connect", "connection": connection}
+        if caller_arn is not None:
+            event["caller_arn"] = caller_arn
+        data = self._call(provider, event)
         if not data.get("ok"):
             raise error_from_dict(data.get("error"))
         url, expires_at = data.get("url"), data.get("expires_at")

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from tokenvend_core.names import PROVIDERS
+from tokenvend_core.names import AUTHORIZING
 from tokenvend_core.vend.invoker import Callback, Link
 
 # Bounds on what a browser may bring back. A state is about 250 characters; codes are
@@ -35,7 +35,7 @@ READ = ("state", "code", "error")
 
 @runtime_checkable
 class LinkInvoker(Protocol):
-    def connect(self, provider: str, connection: str) -> Link: ...
+    def connect(self, provider: str, connection: str, caller_arn: str | None = None) -> Link: ...
 
     def callback(
         self, provider: str, *, state: str, code: str | None, error: str | None
@@ -82,7 +82,8 @@ def parse_callback(event: dict[str, Any]) -> CallbackQuery | None:
 
 
 def provider_of_state(state: str) -> str | None:
-    """The provider named in a state's payload, if it is a deployed provider; unverified."""
+    """The provider named in a state's payload, if it is a deployed provider with an
+    authorization-code grant (no other makes links); unverified."""
     payload, dot, mac = state.partition(".")
     if not dot or not B64URL_RE.fullmatch(payload) or not B64URL_RE.fullmatch(mac):
         return None
@@ -91,4 +92,4 @@ def provider_of_state(state: str) -> str | None:
     except (ValueError, binascii.Error, RecursionError):
         return None
     provider = data.get("p") if isinstance(data, dict) else None
-    return provider if isinstance(provider, str) and provider in PROVIDERS else None
+    return provider if isinstance(provider, str) and provider in AUTHORIZING else None

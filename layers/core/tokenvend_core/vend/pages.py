@@ -158,9 +158,11 @@ def unknown_connection() -> Page:
     )
 
 
+# The contract gives the callback two answers, 200 and 400: a page that says what went
+# wrong is a 400 whatever the cause (the vend function's log says the cause).
 def unavailable() -> Page:
     return Page(
-        503,
+        400,
         "unavailable",
         "The provider could not be reached",
         (
@@ -172,7 +174,7 @@ def unavailable() -> Page:
 
 def internal() -> Page:
     return Page(
-        500,
+        400,
         "internal",
         "Something went wrong",
         ("The authorization could not be completed; the connection is as it was.", NEW_LINK),
