@@ -351,3 +351,26 @@ class AwsFault:
 
     def stop(self) -> None:
         self.client.meta.events.unregister(self.event, self)
+
+
+def connection_snapshot(stack: Stack, provider: str, connection: str) -> tuple[Any, ...]:
+    """What a link callback may change: the connection's secret (its version and value) and
+    its item in the token table."""
+    secret = stack.secrets.get(provider, connection)
+    item = boto3.client("dynamodb").get_item(
+        TableName=stack.settings.table_name,
+        Key={"provider": {"S": provider}, "connection": {"S": connection}},
+        ConsistentRead=True,
+    )
+    return (
+        secret.version if secret else None,
+        json.dumps(secret.value if secret else None, sort_keys=True),
+        json.dumps(item.get("Item"), sort_keys=True),
+    )
+
+
+def state_of(url: str) -> str:
+    """The `state` of a connect link."""
+    from urllib.parse import parse_qs, urlsplit
+
+    return parse_qs(urlsplit(url).query)["state"][0]

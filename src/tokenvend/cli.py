@@ -26,6 +26,7 @@ from .client import (
     TokenClient,
     TokenVendError,
     aws_session,
+    read_answer,
     stack_settings,
 )
 
@@ -707,25 +708,7 @@ def _signed_post(target: Target, path: str) -> dict[str, Any]:
         raise TokenVendError(
             0, "unreachable", f"cannot reach the tokenvend API at {base} ({type(exc).__name__})"
         ) from None
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    if 200 <= response.status_code < 300:
-        if not isinstance(data, dict):
-            raise TokenVendError(response.status_code, "bad_answer", "the API's answer is not JSON")
-        return data
-    code, message = f"http_{response.status_code}", response.reason or "error"
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict):
-        code = str(error.get("code") or code)
-        message = str(error.get("message") or message)
-    elif isinstance(data, dict) and isinstance(data.get("message"), str):
-        message = data["message"]  # API Gateway's own answer format
-    from tokenvend_core.tokens import retry_after
-
-    wait = retry_after(response.headers.get("Retry-After"))
-    raise TokenVendError(response.status_code, code, _one_line(message), wait)
+    return read_answer(response, token=False)
 
 
 def cmd_token(args: argparse.Namespace, target: Target) -> int:

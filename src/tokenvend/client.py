@@ -528,27 +528,37 @@ class TokenClient:
 
     @staticmethod
     def _read(response: requests.Response) -> dict[str, Any]:
-        status = response.status_code
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if 200 <= status < 300:
-            if isinstance(data, dict) and isinstance(data.get("access_token"), str):
-                return data
-            raise TokenVendError(status, "bad_answer", "the API answered without a token")
-        code = _DEFAULT_CODES.get(status, f"http_{status}")
-        message = response.reason or "error"
-        error = data.get("error") if isinstance(data, dict) else None
-        if isinstance(error, dict):
-            code = str(error.get("code") or code)
-            message = str(error.get("message") or message)
-        elif isinstance(data, dict) and isinstance(data.get("message"), str):
-            message = data["message"]  # API Gateway's own answer format
-        from tokenvend_core.tokens import retry_after
+        return read_answer(response)
 
-        wait = retry_after(response.headers.get("Retry-After"))
-        raise TokenVendError(status, code, _one_line(message), wait)
+
+def read_answer(response: requests.Response, *, token: bool = True) -> dict[str, Any]:
+    """The API's JSON answer, or its error (the contract's error body, or API Gateway's own)
+    as a TokenVendError with the answer's Retry-After. With `token`, a success must hold an
+    access token."""
+    status = response.status_code
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if 200 <= status < 300:
+        if token and isinstance(data, dict) and isinstance(data.get("access_token"), str):
+            return data
+        if not token and isinstance(data, dict):
+            return data
+        what = "answered without a token" if token else "answered with no JSON object"
+        raise TokenVendError(status, "bad_answer", f"the API {what}")
+    code = _DEFAULT_CODES.get(status, f"http_{status}")
+    message = response.reason or "error"
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        code = str(error.get("code") or code)
+        message = str(error.get("message") or message)
+    elif isinstance(data, dict) and isinstance(data.get("message"), str):
+        message = data["message"]  # API Gateway's own answer format
+    from tokenvend_core.tokens import retry_after
+
+    wait = retry_after(response.headers.get("Retry-After"))
+    raise TokenVendError(status, code, _one_line(message), wait)
 
 
 class TokenAuth(AuthBase):

@@ -24,7 +24,16 @@ import boto3
 import pytest
 
 from servers import LoopbackServer, send_json
-from support import FAST, REDIRECT_URI, LambdaContext, Stack, load_function, secret_forms
+from support import (
+    FAST,
+    REDIRECT_URI,
+    LambdaContext,
+    Stack,
+    connection_snapshot,
+    load_function,
+    secret_forms,
+    state_of,
+)
 from tokenvend_core.aws.link_key import KmsLinkKey
 from tokenvend_core.aws.store import LISTING, PUBLIC
 from tokenvend_core.catalogue.spec import spec_for
@@ -75,22 +84,7 @@ class Flow:
         )
 
     def snapshot(self) -> tuple[Any, ...]:
-        """What a callback may change: the secret (its version and value) and the item."""
-        secret = self.stack.secrets.get("wps365", CONNECTION)
-        item = boto3.client("dynamodb").get_item(
-            TableName=self.stack.settings.table_name,
-            Key={"provider": {"S": "wps365"}, "connection": {"S": CONNECTION}},
-            ConsistentRead=True,
-        )
-        return (
-            secret.version if secret else None,
-            json.dumps(secret.value if secret else None, sort_keys=True),
-            json.dumps(item.get("Item"), sort_keys=True),
-        )
-
-
-def state_of(url: str) -> str:
-    return parse_qs(urlsplit(url).query)["state"][0]
+        return connection_snapshot(self.stack, "wps365", CONNECTION)
 
 
 def new_link_key() -> str:

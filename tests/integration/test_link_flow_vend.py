@@ -26,7 +26,15 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import pytest
 
-from support import REDIRECT_URI, LambdaContext, Stack, event, secret_forms
+from support import (
+    REDIRECT_URI,
+    LambdaContext,
+    Stack,
+    connection_snapshot,
+    event,
+    secret_forms,
+    state_of,
+)
 from tokenvend_core.vend import pages
 
 CONNECTION = "demo"
@@ -110,22 +118,7 @@ class Front:
         return self.call(data)
 
     def snapshot(self) -> tuple[Any, ...]:
-        """What a callback may change: the connection's secret and its item."""
-        secret = self.stack.secrets.get("wps365", CONNECTION)
-        item = boto3.client("dynamodb").get_item(
-            TableName=self.stack.settings.table_name,
-            Key={"provider": {"S": "wps365"}, "connection": {"S": CONNECTION}},
-            ConsistentRead=True,
-        )
-        return (
-            secret.version if secret else None,
-            json.dumps(secret.value if secret else None, sort_keys=True),
-            json.dumps(item.get("Item"), sort_keys=True),
-        )
-
-
-def state_of(url: str) -> str:
-    return parse_qs(urlsplit(url).query)["state"][0]
+        return connection_snapshot(self.stack, "wps365", CONNECTION)
 
 
 def b64url(data: bytes) -> str:

@@ -466,7 +466,7 @@ def test_connect_json_prints_the_whole_answer(
          "unknown_connection: no secret"),
         (400, {"error": {"code": "invalid_request", "message": "no authorize URL"}}, 2,
          "invalid_request: no authorize URL"),
-        (403, {"message": "User: x is not authorized"}, 1, "http_403: User: x is not authorized"),
+        (403, {"message": "User: x is not authorized"}, 1, "forbidden: User: x is not authorized"),
         (200, {"expires_at": "2030-01-01T00:00:00Z"}, 1, "the API answered without a link"),
     ],
 )  # fmt: skip
