@@ -374,3 +374,16 @@ def state_of(url: str) -> str:
     from urllib.parse import parse_qs, urlsplit
 
     return parse_qs(urlsplit(url).query)["state"][0]
+
+
+class FakeClock:
+    """A clock a test sets and moves on: it says `now`."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

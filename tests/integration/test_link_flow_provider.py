@@ -27,6 +27,7 @@ from servers import LoopbackServer, send_json
 from support import (
     FAST,
     REDIRECT_URI,
+    FakeClock,
     LambdaContext,
     Stack,
     connection_snapshot,
@@ -44,21 +45,11 @@ from tokenvend_core.refresh.refresher import Refresher
 CONNECTION = "demo"
 
 
-class Clock:
-    """The stack's clock, which a test moves on."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Flow:
     stack: Stack
     key_id: str
-    clock: Clock
+    clock: FakeClock
     client_id: str
     secret: dict[str, Any]
 
@@ -95,7 +86,7 @@ def new_link_key() -> str:
 
 @pytest.fixture
 def flow(make_stack: Callable[..., Stack]) -> Flow:
-    clock = Clock()
+    clock = FakeClock(time.time())
     key_id = new_link_key()
     stack = make_stack(link_key_id=key_id, clock=clock)
     secret = stack.connect("wps365")
@@ -178,7 +169,7 @@ def test_an_expired_link_changes_nothing(flow: Flow) -> None:
 
 def test_a_stack_may_give_links_a_shorter_life(make_stack: Callable[..., Stack]) -> None:
     # Given a stack whose links live 30 s (the template's LinkLifetimeSeconds)
-    clock = Clock()
+    clock = FakeClock(time.time())
     stack = make_stack(link_key_id=new_link_key(), clock=clock, link_lifetime=30)
     secret = stack.connect("wps365")
     flow = Flow(stack, stack.settings.link_key_id, clock, secret["client_id"], secret)

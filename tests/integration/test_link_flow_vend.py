@@ -28,6 +28,7 @@ import pytest
 
 from support import (
     REDIRECT_URI,
+    FakeClock,
     LambdaContext,
     Stack,
     connection_snapshot,
@@ -52,14 +53,6 @@ HEADERS = {
 }
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Answer:
     status: int
@@ -80,7 +73,7 @@ class Answer:
 @dataclass
 class Front:
     stack: Stack
-    clock: Clock
+    clock: FakeClock
     secret: dict[str, Any]
 
     def call(self, data: dict[str, Any]) -> Answer:
@@ -128,7 +121,7 @@ def b64url(data: bytes) -> str:
 @pytest.fixture
 def front(make_stack: Callable[..., Stack]) -> Front:
     key = boto3.client("kms").create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")
-    clock = Clock()
+    clock = FakeClock(time.time())
     stack = make_stack(link_key_id=key["KeyMetadata"]["KeyId"], clock=clock)
     secret = stack.connect("wps365")
     return Front(stack, clock, secret)

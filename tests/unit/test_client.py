@@ -28,6 +28,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from servers import LoopbackServer, send_json
+from support import FakeClock
 from tokenvend.client import STALE_REUSE_SECONDS, TokenAuth, TokenClient, TokenVendError
 
 ACCESS_KEY = "AKIAFAKEFORTESTS0001"
@@ -187,14 +188,6 @@ class Target(LoopbackServer):
         http.wfile.write(data)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     for name in ("AWS_PROFILE", "AWS_DEFAULT_REGION", "TOKENVEND_API_URL", "TOKENVEND_STACK"):
@@ -342,7 +335,7 @@ def test_connections_are_cached_apart(api: FakeApi, client: TokenClient) -> None
 
 def test_an_entry_is_reused_until_min_ttl_plus_margin_before_expiry(api: FakeApi) -> None:
     # Given a token with 400 s left, min_ttl 300 and a margin of 60: 40 s of reuse
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     client = TokenClient(api.url, refresh_margin=60)
     client._clock = clock
     api.expires_in = 400
@@ -365,7 +358,7 @@ def test_a_token_shorter_than_min_ttl_is_not_reused(api: FakeApi, client: TokenC
 
 
 def test_a_stale_answer_is_reused_briefly_and_never_past_expiry(api: FakeApi) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     client = TokenClient(api.url, refresh_margin=0)
     client._clock = clock
     api.stale, api.expires_in = True, 1000

@@ -19,23 +19,13 @@ import pytest
 import requests
 
 from servers import standalone_sandbox
+from support import FakeClock
 from tokenvend.sandbox import PROVIDERS, Fault, Sandbox
 
 SEEDS = ("aspose", "wps365", "azure", "dingtalk", "oauth2")
 
 SCOPE = "https://microsoftgraph.chinacloudapi.cn/.default"
 REDIRECT = "https://app.example.com/callback"
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
 from servers import standalone_sandbox
+from support import FakeClock
 from tokenvend.sandbox import JWT_BEARER, PROVIDERS, Sandbox, load_catalogue
 
 NOW = 1_800_000_000.0
@@ -125,17 +126,9 @@ CATALOGUE: dict[str, dict[str, Any]] = {
 REDIRECT = "https://app.example.com/cb"
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(NOW)
 
 
 @pytest.fixture

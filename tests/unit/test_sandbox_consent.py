@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from support import FakeClock
 from tokenvend.sandbox import CONSENT_LIFETIME, Sandbox
 
 REDIRECT = "https://app.example.com/connect/callback"
@@ -36,14 +37,6 @@ CATALOGUE: dict[str, dict[str, Any]] = {
     },
     "service": {"grant": "client_credentials", "required": ["client_id", "client_secret"]},
 }
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
