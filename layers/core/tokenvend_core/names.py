@@ -16,29 +16,27 @@ def is_deployed(entry: dict[str, Any]) -> bool:
     return entry.get("deploy", True) is not False
 
 
+def deployed_entries(text: str | None = None) -> dict[str, dict[str, Any]]:
+    """The entries the catalogue deploys (catalogue/providers.toml, or `text`), read once,
+    in its order: the names the API accepts and the template's provider functions
+    (template.yaml is generated from the same catalogue)."""
+    if text is None:
+        text = resources.files("tokenvend_core.catalogue").joinpath("providers.toml").read_text()
+    return {name: entry for name, entry in tomllib.loads(text).items() if is_deployed(entry)}
+
+
 def deployed_providers(text: str | None = None) -> tuple[str, ...]:
-    """The providers the catalogue deploys (catalogue/providers.toml, or `text`), in its
-    order: the names the API accepts and the template's provider functions (template.yaml
-    is generated from the same catalogue)."""
-    if text is None:
-        text = resources.files("tokenvend_core.catalogue").joinpath("providers.toml").read_text()
-    return tuple(name for name, entry in tomllib.loads(text).items() if is_deployed(entry))
+    """The names of `deployed_entries`."""
+    return tuple(deployed_entries(text))
 
 
-def authorizing_providers(text: str | None = None) -> tuple[str, ...]:
-    """The deployed providers whose grant is an authorization code: the only ones a connect
-    link (and so the link callback) can name."""
-    if text is None:
-        text = resources.files("tokenvend_core.catalogue").joinpath("providers.toml").read_text()
-    return tuple(
-        name
-        for name, entry in tomllib.loads(text).items()
-        if is_deployed(entry) and entry.get("grant") == "authorization_code"
-    )
-
-
-PROVIDERS = deployed_providers()
-AUTHORIZING = authorizing_providers()
+_DEPLOYED = deployed_entries()
+PROVIDERS = tuple(_DEPLOYED)
+# The deployed providers whose grant is an authorization code: the only ones a connect link
+# (and so the link callback) can name.
+AUTHORIZING = tuple(
+    name for name, entry in _DEPLOYED.items() if entry.get("grant") == "authorization_code"
+)
 CONNECTION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PROVIDER_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
