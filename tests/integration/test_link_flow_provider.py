@@ -149,6 +149,16 @@ def test_the_same_link_twice_is_used_and_changes_nothing(flow: Flow) -> None:
     assert flow.snapshot() == before and flow.stack.sandbox.calls("wps365") == calls
 
 
+def test_a_connection_retired_for_deletion_keeps_no_link(flow: Flow) -> None:
+    # Given a link, then the connection's secret scheduled for deletion (the schedule retires
+    # its item), then the secret restored
+    state = state_of(flow.link())
+    assert flow.stack.tokens.retire("wps365", CONNECTION)
+    # When the old link comes back, it no longer works: the restored connection needs a new one
+    answer = flow.callback(state, flow.code())
+    assert answer["ok"] is False and answer["error"]["code"] == "link_used"
+
+
 def test_a_newer_link_supersedes_the_older(flow: Flow) -> None:
     older = state_of(flow.link())
     newer = state_of(flow.link())

@@ -32,6 +32,8 @@ PUBLIC = (
     "version", "refreshed_at", "allowed_principals",
 )  # fmt: skip
 _IN_FLIGHT = ("grant_in_flight", "grant_in_flight_at")
+# A connection's outstanding connect link: its nonce and when it ends (refresh/link.py).
+_LINK = ("link_nonce", "link_expires_at")
 # The fallback copy of a rotated refresh token, and what it is ahead of: the secret version
 # that was current when it was kept, and the SHA-256 of that version's refresh token.
 _PENDING = (
@@ -503,13 +505,14 @@ class TokenStore:
 
     def retire(self, provider: str, connection: str) -> bool:
         """A connection whose secret awaits deletion: its token goes at once (nothing serves
-        it again), its fallback refresh token stays until the secret is gone for good, so
-        that restoring the secret loses no grant. False when there is no item."""
+        it again), and so does its outstanding connect link (a restored secret needs a new
+        one); its fallback refresh token stays until the secret is gone for good, so that
+        restoring the secret loses no grant. False when there is no item."""
         return None is not self._update(
             provider,
             connection,
             set_={},
-            remove=(*_TOKEN, "allowed_principals", *_HEALTH, *_IN_FLIGHT),
+            remove=(*_TOKEN, "allowed_principals", *_HEALTH, *_IN_FLIGHT, *_LINK),
             condition="attribute_exists(#cn)",
         )
 
@@ -541,7 +544,7 @@ class TokenStore:
             provider,
             connection,
             set_={},
-            remove=("link_nonce", "link_expires_at"),
+            remove=_LINK,
             condition="#ln = :nonce",
             values={":nonce": nonce},
         )
