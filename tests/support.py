@@ -9,7 +9,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,6 +24,7 @@ from tokenvend.awslocal import OFFLINE_ENV
 from tokenvend.local import functions
 from tokenvend.sandbox import Sandbox
 from tokenvend.template import load_template, table_definition
+from tokenvend_core.audit import Trail
 from tokenvend_core.aws.secrets import SecretStore
 from tokenvend_core.aws.store import TokenStore
 from tokenvend_core.catalogue.request import build_request
@@ -145,10 +146,10 @@ def token_for_drawn_connection(
     every passed-through field."""
     client_id = f"client-{name}-{data.draw(st.integers(0, 10**6))}"
     attrs, secret = sandbox.demo_connection(name, client_id)
-    for field, pattern in spec.url_fields.items():
-        secret[field] = data.draw(st.from_regex(rf"\A(?:{pattern})\Z"), label=field)
-        if field in attrs:  # a path field: the client exists at its path only
-            attrs[field] = secret[field]
+    for key, pattern in spec.url_fields.items():
+        secret[key] = data.draw(st.from_regex(rf"\A(?:{pattern})\Z"), label=key)
+        if key in attrs:  # a path field: the client exists at its path only
+            attrs[key] = secret[key]
     sandbox.register(name, client_id, secret.get("client_secret", ""), **attrs)
     checked = validate_secret(spec, secret, allow_http_loopback=True)
     request = build_request(spec, checked, allow_http_loopback=True)
@@ -174,6 +175,8 @@ class Stack:
     vend_function: ModuleType
     vendor: Vendor
     invoker: InProcessInvoker
+    # Every function's audit records, in the order they were written.
+    audit: AuditRecords = field(default_factory=lambda: AuditRecords())
 
     def put_secret(self, provider: str, connection: str, value: dict[str, Any]) -> str:
         client = boto3.client("secretsmanager")
@@ -286,6 +289,7 @@ def build_stack(sandbox: Sandbox, *, clock: Any = None, **overrides: Any) -> Sta
     tokens = TokenStore(ddb, TABLE)
     secrets = SecretStore(boto3.client("secretsmanager"), settings.secrets_prefix)
     extra = {"clock": clock} if clock is not None else {}
+    audit = AuditRecords()
     refreshers = {
         name: Refresher(
             spec_for(name),
@@ -294,6 +298,7 @@ def build_stack(sandbox: Sandbox, *, clock: Any = None, **overrides: Any) -> Sta
             tokens,
             TokenEndpoint(policy=FAST, **extra),
             owner=f"test-{name}",
+            audit=Trail(audit, function=f"tokenvend-test-{name}"),
             **extra,
         )
         for name in PROVIDERS
@@ -314,6 +319,7 @@ def build_stack(sandbox: Sandbox, *, clock: Any = None, **overrides: Any) -> Sta
         vend_function=vend_module,
         vendor=None,  # type: ignore[arg-type]
         invoker=None,  # type: ignore[arg-type]
+        audit=audit,
     )
     stack.invoker = InProcessInvoker(stack)
     stack.vendor = Vendor(
@@ -321,6 +327,7 @@ def build_stack(sandbox: Sandbox, *, clock: Any = None, **overrides: Any) -> Sta
         stack.invoker,
         memory_seconds=settings.memory_cache,
         skew=settings.clock_skew,
+        audit=Trail(audit, function="tokenvend-test-vend"),
         **extra,
     )
     vend_module._vendor = stack.vendor
@@ -387,3 +394,21 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class AuditRecords:
+    """An audit trail's sink that keeps what it is given: `Trail(AuditRecords())`."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            record.pop("_ms", None)
+            self.records.append(json.loads(json.dumps(record)))  # as the log group holds it
+
+    def of(self, action: str) -> list[dict[str, Any]]:
+        return [record for record in self.records if record["action"] == action]
+
+    def clear(self) -> None:
+        self.records.clear()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tokenvend_core import audit
 from tokenvend_core.observability import dimension, logger, metrics, tracer
 from tokenvend_core.refresh import events
 from tokenvend_core.refresh.refresher import Refresher
@@ -28,4 +29,5 @@ def refresher() -> Refresher:
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     current = refresher()
     dimension("provider", current.provider)
-    return events.handle(event, current, context.get_remaining_time_in_millis)
+    with audit.bind(request_id=context.aws_request_id):  # unless the vend function's is given
+        return events.handle(event, current, context.get_remaining_time_in_millis)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tokenvend_core import audit
 from tokenvend_core.observability import logger, metrics, tracer
 from tokenvend_core.settings import Settings
 from tokenvend_core.vend import api
@@ -25,6 +26,7 @@ def vendor() -> Vendor:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return api.handle(
-        event, vendor(), remaining=lambda: context.get_remaining_time_in_millis() / 1000
-    )
+    with audit.bind(request_id=context.aws_request_id):  # unless API Gateway's is given
+        return api.handle(
+            event, vendor(), remaining=lambda: context.get_remaining_time_in_millis() / 1000
+        )

@@ -17,6 +17,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from support import AuditRecords
+from tokenvend_core.audit import Trail
 from tokenvend_core.aws.store import ConnectionState
 from tokenvend_core.catalogue.spec import spec_for
 from tokenvend_core.refresh import link
@@ -225,6 +227,7 @@ class FakeRefresher:
             "S", (), {"allow_http_loopback": False, "plain_http_hosts": (), "link_lifetime": 600}
         )()
         self.tokens = FakeTokens()
+        self.audit = Trail(AuditRecords())
         self.now = 1_700_000_000.0
         self.secret = secret or {
             "client_id": "app-1",

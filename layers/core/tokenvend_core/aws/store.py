@@ -29,7 +29,7 @@ TTL_GRACE = 86400
 # What the vend function reads: never the fallback copy of a refresh token.
 PUBLIC = (
     "provider", "connection", "access_token", "token_type", "scope", "extra", "expires_at",
-    "version", "refreshed_at", "allowed_principals",
+    "version", "refreshed_at", "allowed_principals", "secret_version",
 )  # fmt: skip
 _IN_FLIGHT = ("grant_in_flight", "grant_in_flight_at")
 # A connection's outstanding connect link: its nonce and when it ends (refresh/link.py).

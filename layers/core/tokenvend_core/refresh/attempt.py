@@ -36,6 +36,7 @@ def run(
 ) -> ConnectionState:
     """Holding the lease: fetch, store the rotated refresh token, store the token."""
     stored = False
+    audited = False  # one record an attempt: a superseded one is not failed as well
     try:
         suspect = False
         if refresher.spec.uses_refresh_token and code is None:
@@ -83,6 +84,17 @@ def run(
         )
         stored = True
         emit("RefreshSuccess")
+        if code is None:
+            refresher.audit.record(
+                "refresh_attempt",
+                "ok" if state is not None else "superseded",
+                provider=refresher.provider,
+                connection=connection,
+                secret_version=secret.version,
+                expires_at=token.expires_at,
+                token=token.access_token,
+            )
+            audited = True
         if state is None:
             # Our lease ran out and another holder took over: theirs is the newer token.
             logger.warning(
@@ -108,6 +120,7 @@ def run(
         return state
     except Failed as failed:
         if code is None:  # a bad code says nothing about the connection's own grant
+            _failed(refresher, connection, failed.failure.error.code, secret)
             stored = True
             failures.record(refresher, connection, owner, failed.failure, secret, previous)
         dead = failed.dead_tokens
@@ -118,6 +131,8 @@ def run(
         raise failed.failure.error from None
     except TokenVendError as error:
         if code is None:
+            if not audited:
+                _failed(refresher, connection, error.code, secret)
             stored = True
             failure = Failure(error, permanent=False, retry=False)
             failures.record(refresher, connection, owner, failure, secret, previous)
@@ -125,6 +140,17 @@ def run(
     finally:
         if not stored:
             refresher.tokens.release(refresher.provider, connection, owner)
+
+
+def _failed(refresher: Refresher, connection: str, code: str, secret: ConnectionSecret) -> None:
+    refresher.audit.record(
+        "refresh_attempt",
+        "failed",
+        provider=refresher.provider,
+        connection=connection,
+        error_code=code,
+        secret_version=secret.version,
+    )
 
 
 def _fetch(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tokenvend_core.aws.store import ConnectionState
-from tokenvend_core.errors import InvalidRequest
+from tokenvend_core.errors import InvalidRequest, TokenVendError
 from tokenvend_core.refresh import attempt, lease
 
 if TYPE_CHECKING:
@@ -24,7 +24,37 @@ def authorize(
     code_verifier: str | None = None,
 ) -> ConnectionState:
     """Redeem `code` for the connection; with PKCE, `code_verifier` goes with it (the link
-    flow recomputes it, `link.redeem`)."""
+    flow recomputes it, `link.redeem`). Leaves one audit record, redeemed or refused."""
+    try:
+        state = _redeem(refresher, connection, code, redirect_uri, code_verifier)
+    except TokenVendError as error:
+        refresher.audit.record(
+            "authorize",
+            "refused",
+            provider=refresher.provider,
+            connection=connection,
+            error_code=error.code,
+        )
+        raise
+    refresher.audit.record(
+        "authorize",
+        "ok",
+        provider=refresher.provider,
+        connection=connection,
+        secret_version=state.secret_version,
+        expires_at=state.expires_at,
+        token=state.access_token,
+    )
+    return state
+
+
+def _redeem(
+    refresher: Refresher,
+    connection: str,
+    code: str,
+    redirect_uri: str | None,
+    code_verifier: str | None,
+) -> ConnectionState:
     if not refresher.spec.uses_refresh_token:
         raise InvalidRequest(f"{refresher.provider} does not take authorization codes")
     if not isinstance(code, str) or not code.strip() or len(code) > 4096:

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from tokenvend_core import audit
 from tokenvend_core.errors import InvalidRequest, TokenVendError
 from tokenvend_core.names import SHA256_RE, check_connection, parse_min_ttl
 from tokenvend_core.need import Need
@@ -52,8 +53,14 @@ def handle_queued(
             ]
         except (KeyError, TypeError, ValueError, InvalidRequest):
             logger.error("dropped an unreadable fan-out message")
+            refresher.audit.record(
+                "schedule", "failed", provider=refresher.provider, error_code="invalid_request"
+            )
             continue
         report = refresher.refresh_batch(items, remaining_ms)
+        refresher.audit.record(
+            "schedule", "ok", provider=refresher.provider, detail=report.as_dict()
+        )
         if report.deferred:
             failures.append({"itemIdentifier": record.get("messageId", "")})
     return {"batchItemFailures": failures}
@@ -67,13 +74,58 @@ def handle(
     link_key: LinkKey | None = None,
 ) -> dict[str, Any]:
     """One event's answer. `link_key` signs and checks connect links; by default the one the
-    settings name (`runtime.link_key`)."""
+    settings name (`runtime.link_key`). Its audit records are written before it returns."""
+    with refresher.audit.invocation(), audit.bind(**origin_of(event)):
+        return _answer(event, refresher, remaining_ms, link_key)
+
+
+TRIGGERS = {"refresh": "vend", "connect": "vend", "authorize": "operator", "callback": "link"}
+
+
+def origin_of(event: Any) -> dict[str, str | None]:
+    """Who is asking, for the audit trail: what started the event, and for an invocation by
+    the vend function, its request id, caller and address."""
+    if is_queued(event):
+        return {"trigger": "fanout"}
+    if is_scheduled(event):
+        return {"trigger": "schedule"}
+    if not isinstance(event, dict):
+        return {}
+    action = event.get("action")
+    origin: dict[str, str | None] = {
+        "trigger": TRIGGERS.get(action) if isinstance(action, str) else None
+    }
+    for name, key in (("request_id", "request_id"), ("source_ip", "source_ip"),
+                      ("caller", "caller_arn")):  # fmt: skip
+        value = event.get(key)
+        if isinstance(value, str) and 0 < len(value) <= 2048 and value.isprintable():
+            origin[name] = value
+    return origin
+
+
+def _answer(
+    event: Any,
+    refresher: Refresher,
+    remaining_ms: Callable[[], int],
+    link_key: LinkKey | None,
+) -> dict[str, Any]:
     if is_queued(event):
         return handle_queued(event, refresher, remaining_ms)
     if is_scheduled(event):
         # Failures here raise: the invocation fails and Lambda's asynchronous retries and
         # failure destination take over.
-        return {"ok": True, "schedule": refresher.run_schedule(remaining_ms).as_dict()}
+        try:
+            report = refresher.run_schedule(remaining_ms)
+        except Exception as exc:
+            code = exc.code if isinstance(exc, TokenVendError) else "internal"
+            refresher.audit.record(
+                "schedule", "failed", provider=refresher.provider, error_code=code
+            )
+            raise
+        refresher.audit.record(
+            "schedule", "ok", provider=refresher.provider, detail=report.as_dict()
+        )
+        return {"ok": True, "schedule": report.as_dict()}
     try:
         if not isinstance(event, dict):
             raise InvalidRequest("the event must be a JSON object")

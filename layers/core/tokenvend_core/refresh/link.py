@@ -306,7 +306,26 @@ def callback(
     link = read_state(key, state)
     if link is None or link.provider != refresher.provider:
         logger.warning("connect callback refused", extra={"outcome": LINK_INVALID})
-        return Refused(LINK_INVALID, "this link is not one tokenvend made, or it was altered")
+        refused = Refused(LINK_INVALID, "this link is not one tokenvend made, or it was altered")
+        refresher.audit.record("authorize", "refused", provider=refresher.provider,
+                               error_code=refused.code)  # fmt: skip
+        return refused
+    outcome = _judge(refresher, key, link, code=code, error=error)
+    if isinstance(outcome, Refused):  # a redemption records itself (authorization)
+        refresher.audit.record(
+            "authorize",
+            "refused",
+            provider=link.provider,
+            connection=link.connection,
+            error_code=outcome.code,
+        )
+    return outcome
+
+
+def _judge(
+    refresher: Refresher, key: LinkKey, link: LinkState, *, code: str | None, error: str | None
+) -> Connected | Refused:
+    """A link whose state is sound: expired, used, refused by the provider, or redeemed."""
     ids = refresher.ids(link.connection)
     if link.expires_at <= refresher._clock():
         logger.warning("connect callback refused", extra={**ids, "outcome": LINK_EXPIRED})

@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from tokenvend_core.audit import Trail
 from tokenvend_core.aws.secrets import ConnectionSecret, SecretStore
 from tokenvend_core.aws.store import TokenStore
 from tokenvend_core.catalogue.spec import ProviderSpec, validate_secret
@@ -54,8 +55,11 @@ class Refresher:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        audit: Trail | None = None,
     ) -> None:
         self.spec = spec
+        # Where this function's audit records go (attempts, redemptions, scheduled runs).
+        self.audit = audit if audit is not None else Trail()
         self.settings = settings
         self.secrets = secrets
         self.tokens = tokens

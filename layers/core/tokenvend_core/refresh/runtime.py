@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from tokenvend_core.audit import Trail
 from tokenvend_core.aws.clients import client
 from tokenvend_core.aws.link_key import KmsLinkKey
 from tokenvend_core.aws.secrets import SecretStore
@@ -38,6 +39,7 @@ def build_refresher(settings: Settings) -> Refresher:
         owner=os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
         or os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
         or "local",
+        audit=Trail.from_env(),
     )
 
 

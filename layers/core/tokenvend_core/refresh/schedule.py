@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tokenvend_core import audit
 from tokenvend_core.aws.store import ConnectionState
 from tokenvend_core.errors import TokenVendError
 from tokenvend_core.names import CONNECTION_RE
@@ -209,7 +210,7 @@ def run_bounded(
                 done[outcome] += 1
 
     workers = [
-        threading.Thread(target=worker, name=f"refresh-{i}", daemon=True)
+        threading.Thread(target=audit.carry(worker), name=f"refresh-{i}", daemon=True)
         for i in range(min(refresher.settings.schedule_concurrency, len(due)))
     ]
     for thread in workers:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
+from tokenvend_core import audit
 from tokenvend_core.errors import Forbidden, Internal, InvalidRequest, TokenVendError
 from tokenvend_core.names import check_connection, check_provider, parse_min_ttl, parse_refresh_body
 from tokenvend_core.observability import MetricUnit, dimension, emit, logger
@@ -51,6 +53,22 @@ def caller_of(event: dict[str, Any]) -> str | None:
     return arn if isinstance(arn, str) and arn else None
 
 
+def origin_of(event: Any) -> dict[str, str | None]:
+    """Who is asking, for the audit trail: API Gateway's request id (the access log's too),
+    the signed caller, and the address the request came from."""
+    if not isinstance(event, dict) or not isinstance(event.get("requestContext"), dict):
+        return {"trigger": "api"}
+    context = event["requestContext"]
+    identity = context.get("identity") if isinstance(context.get("identity"), dict) else {}
+    request_id, source_ip = context.get("requestId"), identity.get("sourceIp")
+    return {
+        "trigger": "api",
+        "request_id": request_id if isinstance(request_id, str) else None,
+        "caller": caller_of(event),
+        "source_ip": source_ip if isinstance(source_ip, str) else None,
+    }
+
+
 def link_invoker(vendor: Vendor, links: LinkInvoker | None) -> LinkInvoker:
     """Who makes links and checks callbacks: the provider functions, through the vendor's
     own invoker unless one is given."""
@@ -70,7 +88,28 @@ def handle(
     links: LinkInvoker | None = None,
 ) -> dict[str, Any]:
     """Every outcome is an API Gateway response; nothing raises past here. `remaining` says
-    how many seconds the invocation has left (the Lambda context's)."""
+    how many seconds the invocation has left (the Lambda context's). Each answer leaves one
+    audit record, written before the invocation ends."""
+    with vendor.audit.invocation(), audit.bind(**origin_of(event)):
+        return _answer(event, vendor, clock, remaining, links)
+
+
+def _action(event: Any) -> str:
+    """The audit trail's name for what a request asks."""
+    if isinstance(event, dict) and event.get("resource") == CONNECT_ROUTE:
+        return "connect"
+    if isinstance(event, dict) and event.get("httpMethod") == "POST":
+        return "refresh"
+    return "vend"
+
+
+def _answer(
+    event: Any,
+    vendor: Vendor,
+    clock: Callable[[], float],
+    remaining: Callable[[], float] | None,
+    links: LinkInvoker | None,
+) -> dict[str, Any]:
     if (
         isinstance(event, dict)
         and event.get("resource") == CALLBACK_ROUTE
@@ -94,7 +133,7 @@ def handle(
         where = {"provider": provider, "connection": connection}
         caller = caller_of(event)
         if resource == CONNECT_ROUTE:
-            return connect(provider, connection, caller, link_invoker(vendor, links))
+            return connect(provider, connection, caller, link_invoker(vendor, links), vendor.audit)
         if method == "GET":
             query = event.get("queryStringParameters") or {}
             if not isinstance(query, dict):
@@ -118,8 +157,26 @@ def handle(
             )
         body = vended.body(clock())
         emit("ServedTokenRemaining", body["expires_in"], MetricUnit.Seconds)
+        served = vended.state
+        vendor.audit.record(
+            _action(event),
+            vended.outcome,
+            provider=provider,
+            connection=connection,
+            error_code=vended.stale_error.code if vended.stale_error is not None else None,
+            secret_version=served.secret_version,
+            expires_at=served.expires_at,
+            token=served.access_token,
+        )
         return respond(200, body)
     except TokenVendError as error:
+        vendor.audit.record(
+            _action(event),
+            "refused",
+            error_code=error.code,
+            provider=where.get("provider"),
+            connection=where.get("connection"),
+        )
         if error.status >= 500:
             logger.warning(
                 "vend failed",
@@ -128,16 +185,26 @@ def handle(
         return error_response(error)
     except Exception:
         logger.exception("vend crashed", extra=where)
-        return error_response(TokenVendError("internal error; see the vend function's logs"))
+        crashed = TokenVendError("internal error; see the vend function's logs")
+        vendor.audit.record(
+            _action(event),
+            "refused",
+            error_code=crashed.code,
+            provider=where.get("provider"),
+            connection=where.get("connection"),
+        )
+        return error_response(crashed)
 
 
 def connect(
-    provider: str, connection: str, caller: str | None, links: LinkInvoker
+    provider: str, connection: str, caller: str | None, links: LinkInvoker, trail: audit.Trail
 ) -> dict[str, Any]:
     """POST /connections/{provider}/{connection}/connect: a link for a user (JSON)."""
     if not caller:  # API Gateway's IAM authorization gives every request one
         raise Forbidden(f"the request carries no caller identity for {provider}/{connection}")
     link = links.connect(provider, connection, caller)
+    trail.record("connect", "ok", provider=provider, connection=connection,
+                 expires_at=_epoch(link.expires_at))  # fmt: skip
     logger.info(
         "link made",
         extra={"provider": provider, "connection": connection, "caller": caller,
@@ -149,9 +216,12 @@ def connect(
 def callback_page(event: dict[str, Any], vendor: Vendor, links: LinkInvoker | None) -> pages.Page:
     """GET /connect/callback: the provider function's verdict on the user's return, as a
     page. Nothing of the state or the code is logged or shown."""
+    # The provider function records the redemption it judges; here only what it never saw.
+    trail = vendor.audit
     query = parse_callback(event)
     if query is None:
         logger.info("link callback refused", extra={"outcome": "link_invalid", "invoked": False})
+        trail.record("authorize", "refused", error_code="link_invalid", trigger="link")
         return pages.link_invalid()
     dimension("provider", query.provider)
     try:
@@ -164,9 +234,13 @@ def callback_page(event: dict[str, Any], vendor: Vendor, links: LinkInvoker | No
             extra={"provider": query.provider, "error_code": error.code,
                    "error_message": error.message},
         )  # fmt: skip
+        trail.record("authorize", "refused", provider=query.provider, error_code=error.code,
+                     trigger="link")  # fmt: skip
         return pages.unavailable() if error.status == 503 else pages.internal()
     except Exception:
         logger.exception("link callback crashed", extra={"provider": query.provider})
+        trail.record("authorize", "refused", provider=query.provider, error_code="internal",
+                     trigger="link")  # fmt: skip
         return pages.internal()
     if verdict.connection is not None and verdict.connected:
         emit("LinkConnected")
@@ -179,3 +253,11 @@ def callback_page(event: dict[str, Any], vendor: Vendor, links: LinkInvoker | No
     emit("LinkRefused")
     logger.info("link callback refused", extra={"provider": query.provider, "outcome": code[:64]})
     return pages.refused(code)
+
+
+def _epoch(value: str) -> float | None:
+    """An RFC 3339 time the provider function answered, as seconds (None if it is not one)."""
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except (AttributeError, ValueError):
+        return None

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from tokenvend_core import audit
 from tokenvend_core.aws.clients import aws_call
 from tokenvend_core.aws.store import ConnectionState
 from tokenvend_core.errors import ProviderUnavailable, error_from_dict
@@ -132,6 +133,7 @@ class LambdaInvoker:
 
     def _call(self, provider: str, event: dict[str, Any]) -> dict[str, Any]:
         """One invocation of the provider's function: its answer, a JSON object."""
+        event = {**event, **audit.forwarded()}  # the provider function's records name them
         function_error, payload = self._invoke(f"{self._prefix}{provider}", json.dumps(event))
         if function_error:
             raise ProviderUnavailable(

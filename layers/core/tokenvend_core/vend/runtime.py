@@ -6,6 +6,7 @@ token endpoint, so nothing of the refresh side is imported here (tests/unit/test
 
 from __future__ import annotations
 
+from tokenvend_core.audit import Trail
 from tokenvend_core.aws.clients import client
 from tokenvend_core.aws.store import TokenStore
 from tokenvend_core.settings import Settings
@@ -48,4 +49,5 @@ def build_vendor(settings: Settings) -> Vendor:
         memory_seconds=settings.memory_cache,
         skew=settings.clock_skew,
         invoke_seconds=INVOKE_WORST,
+        audit=Trail.from_env(),
     )

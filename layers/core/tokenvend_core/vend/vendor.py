@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tokenvend_core.audit import Trail
 from tokenvend_core.aws.store import ConnectionState, TokenStore
 from tokenvend_core.errors import Forbidden, ProviderUnavailable, RefreshFailed, TokenVendError
 from tokenvend_core.need import Need
@@ -41,6 +42,11 @@ class Vended:
     state: ConnectionState
     source: str  # memory, table or provider
     stale_error: TokenVendError | None = None
+
+    @property
+    def outcome(self) -> str:
+        """What the audit trail says of it: memory, table, provider, or stale."""
+        return "stale" if self.stale_error is not None else self.source
 
     def body(self, now: float) -> dict[str, Any]:
         state = self.state
@@ -75,8 +81,11 @@ class Vendor:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         invoke_seconds: float = 0,
+        audit: Trail | None = None,
     ) -> None:
         self._tokens = tokens
+        # Where this function's audit records go (the API's answers, tokenvend_core.audit).
+        self.audit = audit if audit is not None else Trail()
         # The longest a provider invocation and the table read after it may take: a vend
         # invocation with less time left answers 503 rather than be cut off by Lambda.
         self._invoke_seconds = invoke_seconds
