@@ -12,6 +12,7 @@ import pytest
 
 from support import CALLER, REDIRECT_URI, AwsFault, Stack, build_stack, redeem_out_of_band
 from tokenvend.sandbox import Fault
+from tokenvend_core.audit import fingerprint
 from tokenvend_core.errors import ProviderUnavailable
 from tokenvend_core.need import Need
 from tokenvend_core.refresh.endpoint import RetryPolicy, TokenEndpoint
@@ -54,6 +55,18 @@ def test_lost_lease_never_hands_back_a_token_without_the_access_list(
     assert "unsaved-token" not in str(body)
     status, body, _ = slow.vend("GET", "oauth2", caller=OUTSIDER)
     assert status == 403 and "unsaved-token" not in str(body)
+    # and the audit trail tells the two attempts apart: the token fetched under the lost
+    # lease was never stored (superseded), the other container's attempt failed
+    (unsaved,) = slow.audit.of("refresh_attempt")
+    assert (unsaved["outcome"], unsaved["fingerprint"]) == (
+        "superseded",
+        fingerprint("unsaved-token"),
+    )
+    assert [r["outcome"] for r in other.audit.of("refresh_attempt")] == ["failed"]
+    assert [(r["outcome"], r["fingerprint"]) for r in slow.audit.of("vend")] == [
+        ("refused", None),
+        ("refused", None),
+    ]
 
 
 def test_a_new_access_list_is_in_force_after_the_next_scheduled_run(stack: Stack) -> None:

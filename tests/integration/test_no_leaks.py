@@ -61,8 +61,15 @@ def test_nothing_secret_is_logged_or_returned_in_errors(
 
     out, err = capfd.readouterr()
     logged = logs.getvalue()
-    written = out + err + logged + "\n".join(errors)
+    audited = json.dumps(stack.audit.records)
+    written = out + err + logged + "\n".join(errors) + audited
     assert "refresh failed" in logged and "provider_rejected" in logged  # it did log
+    # and recorded every decision in the audit trail, a token by its fingerprint alone
+    assert len(stack.audit.of("vend")) == 2 * len(PROVIDERS)
+    assert {r["outcome"] for r in stack.audit.of("refresh")} >= {"provider", "stale"}
+    for value in tokens | refresh_tokens:
+        assert sha256_hex(value) not in audited
+        assert base64.b64encode(value.encode()).decode() not in written
     assert "RefreshPermanentFailure" in out  # and emitted metrics
     for value in tokens | refresh_tokens:
         assert value not in written

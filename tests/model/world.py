@@ -42,6 +42,7 @@ from botocore.exceptions import ClientError
 from support import (
     ROOT,
     TABLE,
+    AuditRecords,
     LambdaContext,
     api_event,
     load_function,
@@ -50,6 +51,7 @@ from support import (
 )
 from tokenvend.sandbox import Sandbox
 from tokenvend.template import load_template, table_definition
+from tokenvend_core.audit import Trail, fingerprint
 from tokenvend_core.aws.secrets import SecretStore
 from tokenvend_core.aws.store import TokenStore
 from tokenvend_core.catalogue.request import TokenRequest
@@ -328,6 +330,7 @@ class ProviderContainer(Container):
             clock=self.clock,
             monotonic=self.clock,
             sleep=world.sleep,
+            audit=Trail(world.audit, function=self.name),
         )
         # The function's module, its container-wide refresher set as a cold start would.
         self.module: Any = cast(
@@ -384,6 +387,7 @@ class VendContainer(Container):
             skew=SETTINGS.clock_skew,
             clock=self.clock,
             monotonic=self.clock,
+            audit=Trail(world.audit, function=self.name),
         )
         self.module: Any = cast(Any, load_function("vend", f"model_vend_{uuid.uuid4().hex[:8]}"))
         self.module._vendor = self.vendor
@@ -446,6 +450,7 @@ class World:
         self._route: dict[str, int] = {}
         self.outages: set[str] = set()  # AWS operations failing for every provider function
         self.provider_offsets = provider_offsets
+        self.audit = AuditRecords()  # every container's audit records
         self.ddb = boto3.client("dynamodb")  # the model's own, never faulted
         self.ddb.create_table(TableName=TABLE, **_table())
         self.sm = boto3.client("secretsmanager")
@@ -665,9 +670,35 @@ class World:
         )  # fmt: skip
         if caller is None:
             event["requestContext"]["identity"]["userArn"] = None
+        event["requestContext"]["requestId"] = request_id = uuid.uuid4().hex
         answer = vend.handle(event)
         raw = answer["body"]
-        return answer["statusCode"], json.loads(raw), answer["headers"], raw
+        data = json.loads(raw)
+        self._check_audit(request_id, method, answer["statusCode"], data, caller)
+        return answer["statusCode"], data, answer["headers"], raw
+
+    def _check_audit(
+        self, request_id: str, method: str, status: int, data: dict[str, Any], caller: str | None
+    ) -> None:
+        """Every answer of the API leaves exactly one audit record of the vend function, which
+        says what the caller got: the token's fingerprint and where it came from, or the
+        refusal's code."""
+        answers = [
+            r for r in self.audit.records
+            if r["request_id"] == request_id and r["action"] in ("vend", "refresh")
+        ]  # fmt: skip
+        assert len(answers) == 1, answers
+        (record,) = answers
+        assert record["action"] == ("vend" if method == "GET" else "refresh")
+        assert record["caller"] == (caller or None)
+        if status == 200:
+            assert record["fingerprint"] == fingerprint(data["access_token"])
+            assert record["expires_at"] == data["expires_at"]
+            assert (record["outcome"] == "stale") == bool(data.get("stale"))
+            assert record["outcome"] in ("memory", "table", "provider", "stale")
+        else:
+            assert (record["outcome"], record["error_code"]) == ("refused", data["error"]["code"])
+            assert record["fingerprint"] is None
 
     # -- the outside: AWS as the operator and the model see it ---------------------------
 

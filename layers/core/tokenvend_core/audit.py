@@ -152,12 +152,29 @@ class LogGroup:
         self._created = True
 
     def _put(self, events: list[dict[str, Any]]) -> None:
+        refused: list[dict[str, Any]] = []
         for start in range(0, len(events), 1000):  # far below the service's limits per call
-            self._client.put_log_events(
-                logGroupName=self.group,
-                logStreamName=self.stream,
-                logEvents=events[start : start + 1000],
+            batch = events[start : start + 1000]
+            answer = self._client.put_log_events(
+                logGroupName=self.group, logStreamName=self.stream, logEvents=batch
             )
+            refused += _rejected(batch, answer.get("rejectedLogEventsInfo") or {})
+        if refused:
+            # Dated too far from now for CloudWatch Logs (a clock gone wrong): kept anyway.
+            sys.stdout.write("".join(event["message"] + "\n" for event in refused))
+            sys.stdout.flush()
+
+
+def _rejected(batch: list[dict[str, Any]], info: dict[str, int]) -> list[dict[str, Any]]:
+    """The events of `batch` that PutLogEvents says it did not take (too new from an index
+    on; too old or expired up to an index)."""
+    out = set()
+    if "tooNewLogEventStartIndex" in info:
+        out |= set(range(info["tooNewLogEventStartIndex"], len(batch)))
+    for key in ("tooOldLogEventEndIndex", "expiredLogEventEndIndex"):
+        if key in info:
+            out |= set(range(0, info[key] + 1))
+    return [batch[index] for index in sorted(out)]
 
 
 class Trail:
