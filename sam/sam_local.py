@@ -45,6 +45,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from tokenvend_core.vend.api import CALLBACK_ROUTE, CONNECT_ROUTE, as_rest
+
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"
 WORK = ROOT / ".aws-sam" / "sam-local"
@@ -601,9 +603,12 @@ class Run:
         began = time.monotonic()
         event = json.loads(sample.read_text())
         answer = self.invoke(function, sample)
-        if sample.name == "vend-connect.json":
+        if sample.name.startswith("vend-"):
+            # Either payload format (REST 1.0, HTTP API 2.0) as the vend function reads it.
+            event = as_rest(event)
+        if sample.name.startswith("vend-") and event["resource"] == CONNECT_ROUTE:
             detail = check_connect(event, answer)
-        elif sample.name == "vend-callback.json":
+        elif sample.name.startswith("vend-") and event["resource"] == CALLBACK_ROUTE:
             detail = check_callback(answer)
         elif sample.name.startswith("vend-"):
             detail = self.check_vend(event, answer, current)

@@ -84,7 +84,15 @@ def translate(*, added: bool = False, **parameters: str) -> dict[str, Any]:
         name: _truth(expr, values, template.get("Conditions", {}))
         for name, expr in template.get("Conditions", {}).items()
     }
-    return _resolve(out, conditions)  # type: ignore[no-any-return]
+    resolved: dict[str, Any] = _resolve(out, conditions)
+    # What CloudFormation would create: a resource whose condition is false is not there
+    # (one of the two vend functions, as ApiType says; the logs role).
+    resolved["Resources"] = {
+        name: resource
+        for name, resource in resolved["Resources"].items()
+        if conditions.get(resource.get("Condition", ""), True)
+    }
+    return resolved
 
 
 def _truth(expr: Any, values: dict[str, str], all_conditions: dict[str, Any]) -> bool:
@@ -144,8 +152,17 @@ def deployed(template: dict[str, Any], stack_name: str, **parameters: str) -> An
     return stack
 
 
+def function_resource(template: dict[str, Any], function: str) -> dict[str, Any]:
+    """A function's resource in a translated template: "vend" is whichever of the two vend
+    functions ApiType made."""
+    resources = template["Resources"]
+    if function == "vend" and "VendFunction" not in resources:
+        return resources["VendHttpFunction"]  # type: ignore[no-any-return]
+    return resources[function_id(function)]  # type: ignore[no-any-return]
+
+
 def role_of(template: dict[str, Any], function: str) -> dict[str, Any]:
-    props = template["Resources"][function_id(function)]["Properties"]
+    props = function_resource(template, function)["Properties"]
     role_id = props["Role"]["Fn::GetAtt"][0]
     role: dict[str, Any] = template["Resources"][role_id]["Properties"]
     return role

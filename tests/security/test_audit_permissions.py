@@ -48,9 +48,13 @@ AUDIT = f"/tokenvend/{STACK}/audit"
 ACCESS = f"/tokenvend/{STACK}/access"
 
 
-@pytest.fixture(scope="module", params=["aws-managed-keys", "customer-key"])
+@pytest.fixture(scope="module", params=["aws-managed-keys", "customer-key", "http-api"])
 def parameters(request: pytest.FixtureRequest) -> dict[str, str]:
-    return {"KmsKeyArn": KMS_KEY} if request.param == "customer-key" else {}
+    return {
+        "aws-managed-keys": {},
+        "customer-key": {"KmsKeyArn": KMS_KEY},
+        "http-api": {"ApiType": "HTTP"},
+    }[request.param]
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +128,12 @@ def test_every_function_is_told_where_the_audit_log_group_is(template: dict[str,
 
 
 def test_the_access_log_is_json_with_the_caller_and_never_a_query_string(
-    template: dict[str, Any],
+    template: dict[str, Any], parameters: dict[str, str]
 ) -> None:
-    (stage,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::ApiGateway::Stage"]
-    setting = stage["Properties"]["AccessLogSetting"]
+    http = parameters.get("ApiType") == "HTTP"
+    kind = "AWS::ApiGatewayV2::Stage" if http else "AWS::ApiGateway::Stage"
+    (stage,) = [r for r in template["Resources"].values() if r["Type"] == kind]
+    setting = stage["Properties"]["AccessLogSettings" if http else "AccessLogSetting"]
     assert setting["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLog", "Arn"]}
     fields = json.loads(setting["Format"])
     assert fields == {
@@ -137,7 +143,8 @@ def test_the_access_log_is_json_with_the_caller_and_never_a_query_string(
         "sourceIp": "$context.identity.sourceIp",
         "method": "$context.httpMethod",
         "path": "$context.path",
-        "resource": "$context.resourcePath",
+        # the HTTP API names its route by its key ("GET /tokens/{provider}/{connection}")
+        "resource": "$context.routeKey" if http else "$context.resourcePath",
         "status": "$context.status",
         "latencyMs": "$context.responseLatency",
         "protocol": "$context.protocol",
@@ -145,12 +152,12 @@ def test_the_access_log_is_json_with_the_caller_and_never_a_query_string(
 
 
 def test_api_gateway_gets_its_logs_role_unless_the_account_has_one() -> None:
-    for choice, made in (("create", True), ("existing", False)):
-        template = translate(ApiGatewayLogsRole=choice)
-        resources = template["Resources"]
-        assert resources["ApiGatewayAccount"]["Properties"]["CloudWatchRoleArn"] == {
-            "Fn::GetAtt": ["ApiGatewayLogsRoleForAccount", "Arn"]
-        }
-        stack = deployed(template, STACK, ApiGatewayLogsRole=choice)
-        for logical_id in ("ApiGatewayAccount", "ApiGatewayLogsRoleForAccount"):
-            assert stack.condition(resources[logical_id]["Condition"]) is made
+    made = translate()["Resources"]
+    assert made["ApiGatewayAccount"]["Properties"]["CloudWatchRoleArn"] == {
+        "Fn::GetAtt": ["ApiGatewayLogsRoleForAccount", "Arn"]
+    }
+    # not with an account that has one, nor for an HTTP API (which has a role of its own)
+    for parameters in ({"ApiGatewayLogsRole": "existing"}, {"ApiType": "HTTP"}):
+        resources = translate(**parameters)["Resources"]
+        assert "ApiGatewayAccount" not in resources, parameters
+        assert "ApiGatewayLogsRoleForAccount" not in resources, parameters

@@ -13,6 +13,7 @@ from template_iam import (
     actions,
     deployed,
     function_id,
+    function_resource,
     resources,
     role_of,
     show,
@@ -46,9 +47,15 @@ def own_secrets(prefix: str, provider: str) -> str:
     return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{prefix}{provider}/*"
 
 
-@pytest.fixture(scope="module", params=["aws-managed-keys", "customer-key"])
+@pytest.fixture(scope="module", params=["aws-managed-keys", "customer-key", "http-api"])
 def parameters(request: pytest.FixtureRequest) -> dict[str, str]:
-    return {"KmsKeyArn": KMS_KEY} if request.param == "customer-key" else {}
+    """Each check, with and without a customer key, and for ApiType HTTP (whose vend function
+    is another resource, with the same permissions)."""
+    return {
+        "aws-managed-keys": {},
+        "customer-key": {"KmsKeyArn": KMS_KEY},
+        "http-api": {"ApiType": "HTTP"},
+    }[request.param]
 
 
 # The committed catalogue's template, and the one a catalogue with two more providers makes:
@@ -156,7 +163,7 @@ def test_secret_permissions_follow_the_stack_name_unless_a_prefix_is_given(
         assert set(scoped) == {own_secrets(prefix, provider)}, provider
     # and every function looks for connections under it, and the stack's output says it
     for function in ("vend", *PROVIDERS):
-        variables = template["Resources"][function_id(function)]["Properties"]["Environment"][
+        variables = function_resource(template, function)["Properties"]["Environment"][
             "Variables"
         ]
         assert stack.resolve(variables["SECRETS_PREFIX"]) == prefix, function
@@ -227,8 +234,13 @@ def test_list_secrets_is_the_only_wildcard_and_reveals_no_values(
                 assert actions(statement) == ["secretsmanager:ListSecrets"], function
 
 
-def test_every_route_is_iam_signed_but_the_link_callback(template: dict[str, Any]) -> None:
-    body = template["Resources"]["TokenApi"]["Properties"]["Body"]
+def test_every_route_is_iam_signed_but_the_link_callback(
+    template: dict[str, Any], parameters: dict[str, str]
+) -> None:
+    http = parameters.get("ApiType") == "HTTP"
+    resources = template["Resources"]
+    assert ("TokenHttpApi" in resources, "TokenApi" in resources) == (http, not http)
+    body = resources["TokenHttpApi" if http else "TokenApi"]["Properties"]["Body"]
     schemes = body["components"]["securitySchemes"]
     assert schemes["AWS_IAM"]["x-amazon-apigateway-authtype"] == "awsSigv4"
     routes = {
@@ -243,12 +255,27 @@ def test_every_route_is_iam_signed_but_the_link_callback(template: dict[str, Any
         expected = [{"NONE": []}] if route == CALLBACK else [{"AWS_IAM": []}]
         assert spec.get("security") == expected, route
         # Each is served by the vend function, and nothing else.
-        uri = show(spec["x-amazon-apigateway-integration"]["uri"])
-        assert "VendFunction.Arn" in uri, route
+        integration = spec["x-amazon-apigateway-integration"]
+        uri = show(integration["uri"])
+        assert ("VendHttpFunction.Arn" if http else "VendFunction.Arn") in uri, route
+        assert integration.get("payloadFormatVersion") == ("2.0" if http else None)
     assert "NONE" not in schemes  # SAM's marker for "no authorizer", not a scheme
 
 
-def test_the_link_callback_is_throttled_on_its_own(template: dict[str, Any]) -> None:
+def test_the_link_callback_is_throttled_on_its_own(
+    template: dict[str, Any], parameters: dict[str, str]
+) -> None:
+    if parameters.get("ApiType") == "HTTP":
+        (http_stage,) = [
+            r["Properties"]
+            for r in template["Resources"].values()
+            if r["Type"] == "AWS::ApiGatewayV2::Stage"
+        ]
+        route = http_stage["RouteSettings"]["GET /connect/callback"]
+        assert (route["ThrottlingBurstLimit"], route["ThrottlingRateLimit"]) == (20, 10)
+        default = http_stage["DefaultRouteSettings"]
+        assert route["ThrottlingRateLimit"] < default["ThrottlingRateLimit"]
+        return
     (stage,) = [
         r["Properties"]
         for r in template["Resources"].values()
@@ -271,7 +298,7 @@ def test_only_authorizing_providers_may_use_the_link_key_and_only_for_macs(
     stack = deployed(template, "tokenvend", **parameters)
     for function in functions:
         on_key = [s for s in statements(template, function) if on_link_key(s)]
-        variables = template["Resources"][function_id(function)]["Properties"]["Environment"][
+        variables = function_resource(template, function)["Properties"]["Environment"][
             "Variables"
         ]
         if function in authorizing:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 from tokenvend_core import audit
 from tokenvend_core.errors import Forbidden, Internal, InvalidRequest, TokenVendError
@@ -90,8 +91,46 @@ def handle(
     """Every outcome is an API Gateway response; nothing raises past here. `remaining` says
     how many seconds the invocation has left (the Lambda context's). Each answer leaves one
     audit record, written before the invocation ends."""
+    event = as_rest(event)
     with vendor.audit.invocation(), audit.bind(**origin_of(event)):
         return _answer(event, vendor, clock, remaining, links)
+
+
+def as_rest(event: Any) -> Any:
+    """An HTTP API's event (payload format 2.0) as the REST API's proxy event (1.0) that the
+    rest of this module reads: the route, the method, the parameters, the body, and the
+    caller (`requestContext.authorizer.iam`). Any other event is returned as it is. The
+    answer needs no change: both formats take statusCode, headers, body and
+    isBase64Encoded."""
+    if not isinstance(event, dict) or event.get("version") != "2.0":
+        return event
+    context = _object(event.get("requestContext"))
+    http = _object(context.get("http"))
+    iam = _object(_object(context.get("authorizer")).get("iam"))
+    route_key = event.get("routeKey")
+    method, _, resource = route_key.partition(" ") if isinstance(route_key, str) else ("", "", "")
+    raw_query = event.get("rawQueryString")
+    multi: dict[str, list[str]] = {}
+    if isinstance(raw_query, str) and raw_query:
+        multi = parse_qs(raw_query, keep_blank_values=True)
+    return {
+        "resource": resource or None,
+        "httpMethod": http.get("method") or method or None,
+        "pathParameters": event.get("pathParameters"),
+        # The HTTP API joins a repeated name's values with commas; the raw query keeps them.
+        "queryStringParameters": {name: values[-1] for name, values in multi.items()} or None,
+        "multiValueQueryStringParameters": multi or None,
+        "body": event.get("body"),
+        "isBase64Encoded": bool(event.get("isBase64Encoded")),
+        "requestContext": {
+            "requestId": context.get("requestId"),
+            "identity": {"userArn": iam.get("userArn"), "sourceIp": http.get("sourceIp")},
+        },
+    }
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _action(event: Any) -> str:
