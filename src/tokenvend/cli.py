@@ -1,4 +1,5 @@
-"""The `tokenvend` command: connections, authorization, tokens, and the local stack.
+"""The `tokenvend` command: connections, authorization, tokens, the audit trail, and the local
+stack.
 
 Exit status: 0 success; 2 bad input (nothing was written); 1 any other failure. Every
 failure is one line on standard error, and no message ever holds a secret or a token.
@@ -47,9 +48,12 @@ where it points:
                            SecretsPrefix output, else tokenvend/)
   TOKENVEND_SECRETS_KMS_KEY the KMS key new secrets are created with (default: the
                            stack's SecretsKmsKeyId output, else Secrets Manager's own)
+  TOKENVEND_AUDIT_LOG_GROUP the audit records' log group (default: the stack's
+                           AuditLogGroup output)
 Provider functions are the stack's <Provider>FunctionName outputs, else <stack>-<provider>.
-Without a stack (`tokenvend local` has no CloudFormation), set TOKENVEND_TABLE and
-TOKENVEND_API_URL; the export lines that `tokenvend local` prints do.
+Without a stack (`tokenvend local` has no CloudFormation), set TOKENVEND_TABLE,
+TOKENVEND_API_URL and TOKENVEND_AUDIT_LOG_GROUP; the export lines that `tokenvend local`
+prints do.
 
 exit status: 0 success, 2 bad input (nothing written), 1 any other failure.
 """
@@ -167,6 +171,16 @@ class Target:
         None: for notes that are better left unsaid than guessed."""
         url = self._setting("TOKENVEND_API_URL", "ApiUrl")
         return url.rstrip("/") if url else None
+
+    def audit_log_group(self) -> str:
+        group = self._setting("TOKENVEND_AUDIT_LOG_GROUP", "AuditLogGroup")
+        if not group:
+            why = f" ({self._outputs_problem})" if self._outputs_problem else ""
+            raise CliError(
+                f"cannot tell the audit log group: stack {self.stack!r} gives no "
+                f"AuditLogGroup{why}; set TOKENVEND_AUDIT_LOG_GROUP (or TOKENVEND_STACK)"
+            )
+        return group
 
     def api_url(self) -> str:
         url = self._setting("TOKENVEND_API_URL", "ApiUrl")
@@ -294,11 +308,15 @@ def _secret_value(provider: str, text: str) -> dict[str, Any]:
 def _local_secrets_manager() -> bool:
     """True when the secrets go to a Secrets Manager on this machine (the local stack), whose
     functions alone accept plain-HTTP token URLs on loopback."""
+    return _on_loopback(os.environ, "SECRETS_MANAGER")
+
+
+def _on_loopback(env: Mapping[str, str], service: str) -> bool:
+    """True when boto3 sends `service`'s requests (AWS_ENDPOINT_URL_<SERVICE>, else
+    AWS_ENDPOINT_URL) to this machine: the local stack."""
     from urllib.parse import urlsplit
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_SECRETS_MANAGER") or os.environ.get(
-        "AWS_ENDPOINT_URL", ""
-    )
+    endpoint = env.get(f"AWS_ENDPOINT_URL_{service}") or env.get("AWS_ENDPOINT_URL", "")
     return urlsplit(endpoint).hostname in ("127.0.0.1", "localhost", "::1")
 
 
@@ -797,6 +815,82 @@ def _not_refreshed(
     return f"not refreshed: {why}; {served}"
 
 
+# -- the audit trail ------------------------------------------------------------------------
+
+
+def audit_filters(args: argparse.Namespace, now: float, stdin: Any) -> Any:
+    """The question `tokenvend audit` was asked, every value checked (exit 2 otherwise)
+    before anything is sent: --token-file's token is read and hashed here, and only its
+    fingerprint kept."""
+    from datetime import UTC, datetime
+
+    from . import audit
+
+    moment = datetime.fromtimestamp(now, UTC)
+    try:
+        provider = connection = fingerprint = caller = None
+        if args.connection is not None:
+            provider, connection = audit.parse_connection(args.connection)
+        if args.caller is not None:
+            caller = audit.parse_caller(args.caller)
+        if args.fingerprint is not None:
+            fingerprint = audit.parse_fingerprint(args.fingerprint)
+        if args.token_file is not None:
+            fingerprint = audit.read_token_fingerprint(args.token_file, stdin)
+        return audit.Filters(
+            since=audit.parse_since(args.since, moment),
+            until=moment,
+            provider=provider,
+            connection=connection,
+            caller=caller,
+            fingerprint=fingerprint,
+            limit=audit.parse_limit(args.limit),
+        ).checked()
+    except audit.AuditInputError as exc:
+        raise _bad(str(exc)) from None
+
+
+def cmd_audit(args: argparse.Namespace, target: Target) -> int:
+    from . import audit
+
+    filters = audit_filters(args, time.time(), getattr(sys.stdin, "buffer", sys.stdin))
+    group = target.audit_log_group()
+    local = _on_loopback(target.env, "CLOUDWATCH_LOGS")
+    span = f"from {rfc3339(filters.since.timestamp())} to {rfc3339(filters.until.timestamp())}"
+    if args.verbose and filters.fingerprint is not None and args.token_file is not None:
+        print(f"fingerprint of the token in --token-file: {filters.fingerprint}", file=sys.stderr)
+    if local:
+        if args.verbose:
+            print(
+                f"reading {group} {span} with FilterLogEvents (the local stack runs no Logs "
+                "Insights query); filtered here as this query would:\n"
+                + audit.insights_query(filters),
+                file=sys.stderr,
+            )
+        client = target.client("logs")
+        with aws_step(f"cannot read the audit log group {group}"):
+            records = audit.read_local(client, group, filters)
+    else:
+        if args.verbose:
+            print(
+                f"Logs Insights query on {group} {span}:\n" + audit.insights_query(filters),
+                file=sys.stderr,
+            )
+        client = target.client("logs")
+        with aws_step(f"cannot query the audit log group {group}"):
+            try:
+                records = audit.query_insights(client, group, filters)
+            except audit.AuditQueryError as exc:
+                raise CliError(f"cannot query the audit log group {group}: {exc}") from None
+    if args.json:
+        print(json.dumps(records, indent=2))
+    elif not records:
+        print(f"no audit records in {group} {span} match")
+    else:
+        print(audit.render_table(records))
+    return OK
+
+
 # -- the local stack ------------------------------------------------------------------------
 
 
@@ -1057,6 +1151,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     refresh.add_argument("--json", action="store_true", help="print the whole answer")
     refresh.set_defaults(run=cmd_refresh)
+
+    audit = commands.add_parser(
+        "audit",
+        help="who got which token: the audit records",
+        description="The audit records (one per decision of every function: each token "
+        "handed out, each refresh, each authorization) that match every filter given, "
+        "newest first. Against a deployed stack, a CloudWatch Logs Insights query on the "
+        "audit log group (--verbose shows it); against `tokenvend local`, its records read "
+        "and filtered here. A token given with --token-file is hashed on this machine: only "
+        "its fingerprint is looked for, never the token sent or shown.",
+        epilog=EPILOG,
+        formatter_class=formatter,
+    )
+    audit.add_argument(
+        "--connection", metavar="PROVIDER/CONNECTION", help="one connection, e.g. dingtalk/corp-a"
+    )
+    audit.add_argument("--caller", metavar="ARN", help="one caller's IAM ARN, exactly")
+    which = audit.add_mutually_exclusive_group()
+    which.add_argument(
+        "--fingerprint",
+        metavar="HEX",
+        help="a token's fingerprint: the first 16 hex characters of its SHA-256 (a whole "
+        "SHA-256 is cut to 16)",
+    )
+    which.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="the token itself, in a file (- reads standard input); its fingerprint is "
+        "computed here, from the content with surrounding whitespace stripped",
+    )
+    audit.add_argument(
+        "--since",
+        default="1d",
+        metavar="WHEN",
+        help="how far back: 30m, 1h, 2d, 1w, or an ISO-8601 time (UTC unless it says); 1d",
+    )
+    audit.add_argument(
+        "--limit", default="1000", metavar="N", help="at most N records (1 to 10000; 1000)"
+    )
+    audit.add_argument("--json", action="store_true", help="a JSON array of the records")
+    audit.add_argument("--verbose", action="store_true", help="show the query on standard error")
+    audit.set_defaults(run=cmd_audit)
     return parser
 
 

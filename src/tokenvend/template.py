@@ -82,6 +82,7 @@ _URL_SUFFIX = "amazonaws.com"
 _NO_VALUE: Any = type("NoValue", (), {"__repr__": lambda self: "AWS::NoValue"})()
 _SUB_RE = re.compile(r"\$\{(!?)([^}]*)\}")
 SERVERLESS_FUNCTION = "AWS::Serverless::Function"
+LOG_GROUP = "AWS::Logs::LogGroup"
 
 
 class TemplateError(ValueError):
@@ -94,7 +95,8 @@ class Stack:
     intrinsic functions the template uses (Ref, Fn::Sub, Fn::GetAtt, Fn::If, Fn::Equals,
     Fn::Not, Fn::And, Fn::Or, Fn::Join, Fn::Select, Fn::Split, Fn::FindInMap).
 
-    Physical names follow what the template sets (FunctionName, TableName) and otherwise
+    Physical names follow what the template sets (FunctionName, TableName, QueueName,
+    LogGroupName) and otherwise
     `<stack>-<LogicalId>`, a readable stand-in for CloudFormation's generated names; a
     resource whose id its service chooses (a KMS key's) has the one `register` gave, once
     the resource is created."""
@@ -124,6 +126,12 @@ class Stack:
     def resource_type(self, logical_id: str) -> str:
         return str(self._resource(logical_id).get("Type", ""))
 
+    def exists(self, logical_id: str) -> bool:
+        """Whether CloudFormation creates the resource with these parameters: it has no
+        Condition, or its Condition holds."""
+        condition = self._resource(logical_id).get("Condition")
+        return condition is None or self.condition(str(condition))
+
     def register(self, logical_id: str, physical_id: str) -> None:
         """The physical id of a resource as created, where its service chose it (a KMS
         key's id): what !Ref of it gives from now on."""
@@ -142,6 +150,8 @@ class Stack:
             return str(self.resolve(props["TableName"]))
         if kind == "AWS::SQS::Queue" and "QueueName" in props:
             return str(self.resolve(props["QueueName"]))
+        if kind == LOG_GROUP and "LogGroupName" in props:
+            return str(self.resolve(props["LogGroupName"]))
         if kind in ("AWS::Serverless::LayerVersion", "AWS::Lambda::LayerVersion"):
             return self._arn("lambda", f"layer:{self.name}-{logical_id}:1")
         return f"{self.name}-{logical_id}"
@@ -160,6 +170,8 @@ class Stack:
             return self._arn("sns", name)
         if kind == "AWS::KMS::Key":
             return self._arn("kms", f"key/{name}")
+        if kind == LOG_GROUP:  # CloudFormation's Arn of a log group ends in ":*"
+            return self._arn("logs", f"log-group:{name}:*")
         if kind.startswith("AWS::Serverless::LayerVersion"):
             return name
         raise TemplateError(f"no Arn for {logical_id} ({kind}) in this reader")
@@ -315,11 +327,15 @@ class Stack:
     # -- functions --------------------------------------------------------------------------
 
     def function_ids(self) -> list[str]:
-        """The logical ids of every AWS::Serverless::Function, in template order."""
+        """The logical ids of every AWS::Serverless::Function the stack creates (`exists`:
+        a function under a Condition that does not hold is none of its functions), in
+        template order."""
         return [
             logical_id
             for logical_id, resource in self.resources.items()
-            if isinstance(resource, dict) and resource.get("Type") == SERVERLESS_FUNCTION
+            if isinstance(resource, dict)
+            and resource.get("Type") == SERVERLESS_FUNCTION
+            and self.exists(logical_id)
         ]
 
     def function_property(self, logical_id: str, name: str, default: Any = None) -> Any:

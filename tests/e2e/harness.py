@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -269,6 +270,24 @@ def token_item(stack: LocalProcess, provider: str, connection: str) -> dict[str,
     lease is written before the first token, and is no token)."""
     item = table_item(stack, provider, connection)
     return item if item is not None and "access_token" in item else None
+
+
+def invoke_the_api(stack: LocalProcess) -> str:
+    """An identity policy allowing execute-api:Invoke on every route of the local API."""
+    api = f"arn:aws:execute-api:{stack.region}:123456789012:local"
+    statement = {"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": f"{api}/*"}
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
+def new_user(stack: LocalProcess) -> tuple[str, Credentials]:
+    """A user created through IAM at the local endpoint, with an access key and a grant to
+    invoke the API."""
+    iam = stack.client("iam")
+    name = f"workload-{uuid.uuid4().hex[:8]}"
+    arn = iam.create_user(UserName=name)["User"]["Arn"]
+    iam.put_user_policy(UserName=name, PolicyName="invoke", PolicyDocument=invoke_the_api(stack))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return arn, Credentials(key["AccessKeyId"], key["SecretAccessKey"])
 
 
 def introspect(stack: LocalProcess, token: str) -> dict[str, Any]:

@@ -5,30 +5,11 @@ As in AWS, a caller also needs an identity policy allowing `execute-api:Invoke` 
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
 from botocore.credentials import Credentials
-from e2e.harness import LocalProcess, put_secret, secret_of
-
-
-def invoke_the_api(stack: LocalProcess) -> str:
-    """An identity policy allowing execute-api:Invoke on every route of the local API."""
-    api = f"arn:aws:execute-api:{stack.region}:123456789012:local"
-    statement = {"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": f"{api}/*"}
-    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
-
-
-def new_user(stack: LocalProcess) -> tuple[str, Credentials]:
-    """A user created through IAM at the local endpoint, with an access key and a grant to
-    invoke the API."""
-    iam = stack.client("iam")
-    name = f"workload-{uuid.uuid4().hex[:8]}"
-    arn = iam.create_user(UserName=name)["User"]["Arn"]
-    iam.put_user_policy(UserName=name, PolicyName="invoke", PolicyDocument=invoke_the_api(stack))
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    return arn, Credentials(key["AccessKeyId"], key["SecretAccessKey"])
+from e2e.harness import LocalProcess, invoke_the_api, new_user, put_secret, secret_of
 
 
 @pytest.fixture(scope="module")

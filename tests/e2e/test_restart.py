@@ -5,7 +5,8 @@ printed; `--fresh` starts over and keeps the old state aside; a killed process l
 the last moments; an unreadable snapshot is set aside and the start goes on.
 
 Each test runs its own stacks in a directory of its own (the state lives under the directory
-`tokenvend local` is started from), one after the other. Skipped until the stack is wired to
+`tokenvend local` is started from), one after the other. The audit trail (the functions'
+records, the API's access log) is kept too: who got which token stays answerable. Skipped until the stack is wired to
 tokenvend.local.state (until `--fresh` is in `python -m tokenvend.local --help`).
 """
 
@@ -15,9 +16,11 @@ import json
 import signal
 import stat
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.credentials import Credentials
@@ -77,6 +80,20 @@ def secret_names(stack: LocalProcess) -> set[str]:
     return {entry["Name"] for page in pages for entry in page["SecretList"]}
 
 
+def audit_records(stack: LocalProcess) -> list[dict[str, Any]]:
+    """`tokenvend audit --json` in a second shell of `stack`."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tokenvend", "audit", "--json"],
+        env=stack.shell_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout))
+
+
 def demo_tokens(stack: LocalProcess, credentials: Credentials | None = None) -> dict[str, int]:
     return {
         provider: stack.call("GET", f"/tokens/{provider}/demo", credentials=credentials).status_code
@@ -103,6 +120,8 @@ def test_a_restart_keeps_the_exports_the_keys_and_the_connections(
     secrets.create_secret(Name=mine, SecretString=json.dumps({"client_id": "one"}))
     secrets.put_secret_value(SecretId=mine, SecretString=json.dumps({"client_id": "two"}))
     assert first.call("GET", "/tokens/dingtalk/demo").status_code == 200
+    kept = audit_records(first)
+    assert any(r["action"] == "vend" and r["caller"] for r in kept)
     assert first.stop() == 0
     snapshot = tmp_path / SNAPSHOT
     assert stat.S_IMODE(snapshot.stat().st_mode) == 0o600
@@ -125,6 +144,10 @@ def test_a_restart_keeps_the_exports_the_keys_and_the_connections(
     value = second.client("secretsmanager").get_secret_value(SecretId=mine)["SecretString"]
     assert json.loads(value) == {"client_id": "two"}
     assert any("local state restored" in line for line in second.stderr)
+    # and so is the audit trail of the first run
+    assert second.env["TOKENVEND_AUDIT_LOG_GROUP"] == first.env["TOKENVEND_AUDIT_LOG_GROUP"]
+    again = audit_records(second)
+    assert all(record in again for record in kept)
 
 
 def test_a_killed_process_keeps_what_was_done_before_it_died(

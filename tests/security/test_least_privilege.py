@@ -163,9 +163,7 @@ def test_secret_permissions_follow_the_stack_name_unless_a_prefix_is_given(
         assert set(scoped) == {own_secrets(prefix, provider)}, provider
     # and every function looks for connections under it, and the stack's output says it
     for function in ("vend", *PROVIDERS):
-        variables = function_resource(template, function)["Properties"]["Environment"][
-            "Variables"
-        ]
+        variables = function_resource(template, function)["Properties"]["Environment"]["Variables"]
         assert stack.resolve(variables["SECRETS_PREFIX"]) == prefix, function
     assert stack.resolve(template["Outputs"]["SecretsPrefix"]["Value"]) == prefix
 
@@ -298,9 +296,7 @@ def test_only_authorizing_providers_may_use_the_link_key_and_only_for_macs(
     stack = deployed(template, "tokenvend", **parameters)
     for function in functions:
         on_key = [s for s in statements(template, function) if on_link_key(s)]
-        variables = function_resource(template, function)["Properties"]["Environment"][
-            "Variables"
-        ]
+        variables = function_resource(template, function)["Properties"]["Environment"]["Variables"]
         if function in authorizing:
             (statement,) = on_key
             assert set(actions(statement)) == {"kms:GenerateMac", "kms:VerifyMac"}

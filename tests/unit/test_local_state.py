@@ -216,6 +216,53 @@ def test_a_restart_keeps_keys_policies_secrets_items_and_messages(
     sqs.delete_message(QueueUrl=url, ReceiptHandle=messages[0]["ReceiptHandle"])
 
 
+def test_a_restart_keeps_the_audit_records_and_the_access_log(
+    runs: Callable[..., Run], workdir: Path
+) -> None:
+    # Given a first run whose functions and API wrote their records and lines
+    first = runs()
+    logs = first.client("logs")
+    written = {}
+    for group, stream in (
+        ("/tokenvend/tokenvend/audit", "tokenvend-vend/2026/11/30/0a1b"),
+        ("/tokenvend/tokenvend/access", "local/2026/11/30/2c3d"),
+    ):
+        logs.create_log_group(logGroupName=group)
+        logs.put_retention_policy(logGroupName=group, retentionInDays=90)
+        logs.create_log_stream(logGroupName=group, logStreamName=stream)
+        messages = [json.dumps({"audit": 1, "n": n}) for n in range(3)]
+        logs.put_log_events(
+            logGroupName=group,
+            logStreamName=stream,
+            logEvents=[
+                {"timestamp": 1_796_000_000_000 + n, "message": m} for n, m in enumerate(messages)
+            ],
+        )
+        written[group] = messages
+    assert first.state.dirty
+    first.stop()
+
+    # When a second run starts in the same directory
+    second = runs()
+
+    # Then the groups, their retention and every event are back, and more can be written
+    logs = second.client("logs")
+    groups = {g["logGroupName"]: g for g in logs.describe_log_groups()["logGroups"]}
+    assert sorted(groups) == sorted(written)
+    for group, messages in written.items():
+        assert groups[group]["retentionInDays"] == 90
+        events = logs.filter_log_events(logGroupName=group)["events"]
+        assert [e["message"] for e in events] == messages
+    logs.create_log_stream(logGroupName="/tokenvend/tokenvend/audit", logStreamName="next")
+    logs.put_log_events(
+        logGroupName="/tokenvend/tokenvend/audit",
+        logStreamName="next",
+        logEvents=[{"timestamp": 1_796_000_001_000, "message": "{}"}],
+    )
+    events = logs.filter_log_events(logGroupName="/tokenvend/tokenvend/audit")["events"]
+    assert len(events) == 4
+
+
 def test_the_snapshot_is_private_to_the_user(runs: Callable[..., Run], workdir: Path) -> None:
     run = runs()
     populate(run.client)
@@ -275,6 +322,11 @@ def test_reads_leave_the_state_unchanged_and_writes_mark_it(runs: Callable[..., 
         ("POST", "secretsmanager.PutSecretValue", True),
         ("POST", "AmazonSQS.ReceiveMessage", True),  # moves the message out of sight
         ("POST", "AmazonSQS.GetQueueUrl", False),
+        ("POST", "Logs_20140328.FilterLogEvents", False),
+        ("POST", "Logs_20140328.DescribeLogStreams", False),
+        ("POST", "Logs_20140328.GetQueryResults", False),
+        ("POST", "Logs_20140328.PutLogEvents", True),
+        ("POST", "Logs_20140328.CreateLogStream", True),
         ("POST", "", True),  # the query protocol (IAM, STS): the action is in the body
         ("POST", "SomeOtherService.GetId", True),  # only the kept services' reads are known
     ],

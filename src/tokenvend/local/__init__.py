@@ -2,11 +2,13 @@
 AWS account.
 
 - AWS on loopback (`--aws-port`): moto's server, in this process (stack.py, ../awslocal.py).
-  The table and the queues are created from the template's own definitions.
+  The table, the queues, the keys and the log groups are created from the template's own
+  definitions; the functions write their audit records into the audit log group.
 - The template's functions, run in this process (functions.py), behind the Lambda Invoke
   API (`--lambda-port`, lambda_api.py) and behind API Gateway's REST API (`--api-port`,
   http_api.py), which verifies SigV4 signatures against the keys of the local IAM
-  (sigv4.py). Each function gets the environment the template gives it.
+  (sigv4.py) and writes the stage's access log in the template's format (access_log.py).
+  Each function gets the environment the template gives it.
 - The template's schedules (schedule.py), at their rate or every `--refresh-every` seconds,
   as asynchronous invocations: retried and sent to their failure destination (an SQS queue
   of the template) as the functions' EventInvokeConfig says. The template's SQS event source

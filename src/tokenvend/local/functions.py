@@ -318,7 +318,8 @@ def _build_objects(module: ModuleType) -> None:
 
 
 def functions_of(stack: Stack, root: Path) -> dict[str, LocalFunction]:
-    """Every AWS::Serverless::Function of the template, by function name, not yet loaded."""
+    """Every AWS::Serverless::Function the stack creates (its Condition, if any, holding for
+    the parameters), by function name, not yet loaded."""
     found: dict[str, LocalFunction] = {}
     for logical_id in stack.function_ids():
         runtime = str(stack.function_property(logical_id, "Runtime", ""))

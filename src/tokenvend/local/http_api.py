@@ -13,6 +13,9 @@ one: a statement naming anyone must allow it and none deny it. The function gets
 Gateway's REST proxy event (version 1.0), with the caller's identity in
 `requestContext.identity` (empty but for the source address on an unsigned route), and its
 answer becomes the HTTP response, whatever its content type (the callback answers HTML).
+
+Every request, refused ones too, leaves one line in the stage's access log, in the format
+template.yaml gives it (access_log.py), with the request id the function's event carries.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from werkzeug.wrappers import Request, Response
 
 from ..awslocal import Principal
 from ..template import Stack, Tag, TemplateError
+from .access_log import AccessLogSetting, AccessLogWriter, access_log_setting, fill, request_time
 from .functions import LocalFunction
 from .iam import Authorizer
 from .log import log
@@ -102,6 +106,8 @@ class RestApi:
     gateway_responses: dict[str, Any]
     # The resource policy's statements (SAM's Auth.ResourcePolicy.CustomStatements).
     resource_policy: list[dict[str, Any]] = field(default_factory=list)
+    # The stage's access log (AccessLogSetting), if it writes one.
+    access_log: AccessLogSetting | None = None
 
 
 def rest_api(stack: Stack, logical_id: str | None) -> RestApi:
@@ -126,7 +132,8 @@ def rest_api(stack: Stack, logical_id: str | None) -> RestApi:
         )
     custom = policy.get("CustomStatements") or []
     statements = [custom] if isinstance(custom, dict) else list(custom)
-    return RestApi(logical_id, stage, default == "AWS_IAM", responses, statements)
+    access_log = access_log_setting(stack, props)
+    return RestApi(logical_id, stage, default == "AWS_IAM", responses, statements, access_log)
 
 
 def routes_of(stack: Stack, functions: Mapping[str, LocalFunction]) -> tuple[list[Route], RestApi]:
@@ -166,6 +173,17 @@ def _logical_id(value: Any) -> str | None:
     raise TemplateError(f"RestApiId must be a !Ref to the API, got {value!r}")
 
 
+@dataclass
+class Exchange:
+    """What one request's access log line needs from its way through the API: its id (the
+    event's requestContext.requestId), when it came, the route's path, the verified caller."""
+
+    request_id: str
+    received: datetime
+    resource_path: str | None = None
+    principal: Principal | None = None
+
+
 class HttpApi:
     """A WSGI application: API Gateway in front of the template's functions."""
 
@@ -178,6 +196,7 @@ class HttpApi:
         *,
         account_id: str,
         api_id: str = API_ID,
+        access_log: AccessLogWriter | None = None,
     ) -> None:
         self._routes = routes
         self._api = api
@@ -185,28 +204,68 @@ class HttpApi:
         self._authorizer = authorizer
         self._account_id = account_id
         self._api_id = api_id
+        self._access_log = access_log if api.access_log is not None else None
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         started = time.monotonic()
+        received = datetime.now(UTC)
         request = Request(environ)
         request.max_content_length = MAX_BODY
-        response, fields = self._answer(request, environ)
+        exchange = Exchange(request_id=str(uuid.uuid4()), received=received)
+        response, fields = self._answer(request, environ, exchange)
+        latency_ms = (time.monotonic() - started) * 1000
         log(
             "api request",
             method=request.method,
             path=request.path,
             status=response.status_code,
-            duration_ms=round((time.monotonic() - started) * 1000, 2),
+            duration_ms=round(latency_ms, 2),
             **fields,
         )
+        if self._access_log is not None and self._api.access_log is not None:
+            context = self.access_context(request, exchange, response.status_code, latency_ms)
+            line = fill(self._api.access_log.format, context)
+            self._access_log.write(int(received.timestamp() * 1000), line)
         return response(environ, start_response)
 
-    def _answer(self, request: Request, environ: dict[str, Any]) -> tuple[Response, dict[str, Any]]:
+    def access_context(
+        self, request: Request, exchange: Exchange, status: int, latency_ms: float
+    ) -> dict[str, Any]:
+        """The $context variables of one request, as API Gateway fills its access log."""
+        principal = exchange.principal
+        return {
+            "requestId": exchange.request_id,
+            "extendedRequestId": exchange.request_id,
+            "requestTime": request_time(exchange.received),
+            "requestTimeEpoch": int(exchange.received.timestamp() * 1000),
+            "httpMethod": request.method,
+            "path": f"/{self._api.stage}{request.path}",  # no query string
+            "resourcePath": exchange.resource_path,
+            "status": status,
+            "responseLatency": int(latency_ms),
+            "protocol": request.environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+            "stage": self._api.stage,
+            "apiId": self._api_id,
+            "accountId": self._account_id,
+            "domainName": request.headers.get("Host"),
+            "identity.sourceIp": _source_ip(request),
+            "identity.userArn": principal.arn if principal else None,
+            "identity.caller": principal.user_id if principal else None,
+            "identity.user": principal.user_id if principal else None,
+            "identity.accountId": principal.account_id if principal else None,
+            "identity.accessKey": principal.access_key_id if principal else None,
+            "identity.userAgent": request.headers.get("User-Agent"),
+        }
+
+    def _answer(
+        self, request: Request, environ: dict[str, Any], exchange: Exchange
+    ) -> tuple[Response, dict[str, Any]]:
         found = self._route(request.method, request.path)
         if found is None:
             # API Gateway answers an unknown path on an IAM API like an unsigned request.
             return self._gateway(MISSING, "Missing Authentication Token"), {"refused": MISSING}
         route, params = found
+        exchange.resource_path = route.path
         try:
             body = request.get_data(cache=True)
         except RequestEntityTooLarge:
@@ -229,6 +288,7 @@ class HttpApi:
             except Refused as refused:
                 fields: dict[str, Any] = {"refused": refused.kind, "reason": refused.message}
                 return self._gateway(refused.kind, refused.message), fields
+            exchange.principal = principal
             decision = self._authorizer.authorize(
                 principal, request.method, request.path, source_ip=request.remote_addr or ""
             )
@@ -246,7 +306,7 @@ class HttpApi:
             if not decision.allowed:
                 fields = {"refused": "ACCESS_DENIED", "reason": decision.message}
                 return self._gateway("ACCESS_DENIED", decision.message), fields
-        event = self._event(request, route, params, principal, body)
+        event = self._event(request, route, params, principal, body, exchange)
         invocation = route.function.invoke(event)
         fields = {"function_name": route.function.name, "caller": principal and principal.arn}
 
@@ -272,6 +332,7 @@ class HttpApi:
         params: dict[str, str],
         principal: Principal | None,
         body: bytes,
+        exchange: Exchange,
     ) -> dict[str, Any]:
         headers: dict[str, str] = {}
         multi_headers: dict[str, list[str]] = {}
@@ -280,13 +341,13 @@ class HttpApi:
             multi_headers.setdefault(name, []).append(value)
         query = {name: values[-1] for name, values in request.args.lists()}
         multi_query = {name: list(values) for name, values in request.args.lists()}
-        now = datetime.now(UTC)
+        now = exchange.received
         text: str | None
         try:
             text, encoded = (body.decode("utf-8") if body else None), False
         except UnicodeDecodeError:
             text, encoded = base64.b64encode(body).decode("ascii"), True
-        source_ip = request.remote_addr or "127.0.0.1"
+        source_ip = _source_ip(request)
         identity = {
             "cognitoIdentityPoolId": None,
             "accountId": principal.account_id if principal else None,
@@ -317,14 +378,14 @@ class HttpApi:
                 "resourcePath": route.path,
                 "httpMethod": request.method,
                 "extendedRequestId": uuid.uuid4().hex[:16],
-                "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+                "requestTime": request_time(now),
                 "path": f"/{self._api.stage}{request.path}",
                 "accountId": self._account_id,
                 "protocol": request.environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
                 "stage": self._api.stage,
                 "domainPrefix": host.split(".")[0].split(":")[0],
                 "requestTimeEpoch": int(now.timestamp() * 1000),
-                "requestId": str(uuid.uuid4()),
+                "requestId": exchange.request_id,
                 "identity": identity,
                 "domainName": host,
                 "apiId": self._api_id,
@@ -356,6 +417,11 @@ class HttpApi:
                     headers[name] = value[1:-1]
         headers["X-Amzn-ErrorType"] = _error_type(kind)
         return Response(body, status=status, headers=headers)
+
+
+def _source_ip(request: Request) -> str:
+    """$context.identity.sourceIp: the address the request came from."""
+    return request.remote_addr or "127.0.0.1"
 
 
 def _render(template: str, message: str) -> str:

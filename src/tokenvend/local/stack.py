@@ -1,6 +1,6 @@
-"""The whole stack on loopback: moto for AWS (with the template's table, queues and KMS
-keys), the functions behind a Lambda Invoke API and
-behind API Gateway's REST API, the schedules, and the sandbox with its demo connections;
+"""The whole stack on loopback: moto for AWS (with the template's table, queues, KMS keys and
+log groups: the audit records', the API's access log), the functions behind a Lambda Invoke
+API and behind API Gateway's REST API, the schedules, and the sandbox with its demo connections;
 with `--docker-bridge`, on the docker bridge's address as well (bridge.py), and always SAM
 CLI's environment file for the template's functions (samenv.py)."""
 
@@ -17,9 +17,18 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..awslocal import MotoKeys, MotoServer, WsgiServer
-from ..template import ACCOUNT_ID, Stack, find_template, load_template, table_definition
+from ..template import (
+    ACCOUNT_ID,
+    LOG_GROUP,
+    Stack,
+    TemplateError,
+    find_template,
+    load_template,
+    table_definition,
+)
 from ..template import ttl_attribute as template_ttl_attribute
 from . import demo, samenv
+from .access_log import AccessLogWriter
 from .bridge import BridgeError, Relay, bridge_address
 from .functions import LocalFunction, functions_of
 from .http_api import API_ID, HttpApi, routes_of
@@ -110,6 +119,7 @@ class LocalStack:
         self.bridge: str | None = None  # the bridge address listened on, if any
         self.relays: list[Relay] = []
         self.sam_env_path: Path | None = None
+        self.access_log: AccessLogWriter | None = None
         self._saved_env: dict[str, str] | None = None
         self.state: LocalState | None = None
         self.restored = False
@@ -149,7 +159,12 @@ class LocalStack:
             stage=api.stage,
         )  # fmt: skip
         warn_at_start(authorizer)
-        api_app = HttpApi(routes, api, verifier, authorizer, account_id=ACCOUNT_ID, api_id=API_ID)
+        if api.access_log is not None:
+            self.access_log = AccessLogWriter(api.access_log.log_group)
+        api_app = HttpApi(
+            routes, api, verifier, authorizer, account_id=ACCOUNT_ID, api_id=API_ID,
+            access_log=self.access_log,
+        )  # fmt: skip
         self.api_server = _listen(
             "--api-port", options.api_port, WsgiServer, api_app, HOST, options.api_port,
             name="api",
@@ -161,6 +176,9 @@ class LocalStack:
         self._create_table()
         self._create_queues()
         self._create_keys()
+        self._create_log_groups()
+        if self.access_log is not None:
+            self.access_log.start()
         for function in self.functions.values():
             # Now that every resource has its physical id (a key's is chosen by KMS), the
             # functions' environment as the template resolves it (LINK_KEY_ID: !Ref LinkKey).
@@ -332,6 +350,36 @@ class LocalStack:
                 log("key created", key=logical_id, key_id=key_id, key_spec=options["KeySpec"])
             self.stack.register(logical_id, key_id)
 
+    def _create_log_groups(self) -> None:
+        """The template's log groups (the audit records', the API's access log, the
+        functions'), with their retention; one kept in the saved state keeps its events."""
+        logs = self._client("logs")
+        for logical_id, resource in self.stack.resources.items():
+            if not isinstance(resource, dict) or resource.get("Type") != LOG_GROUP:
+                continue
+            if not self.stack.exists(logical_id):
+                continue
+            name = self.stack.physical_id(logical_id)
+            props = self.stack.resolve(resource.get("Properties") or {})
+            options = {"kmsKeyId": str(props["KmsKeyId"])} if props.get("KmsKeyId") else {}
+            try:
+                logs.create_log_group(logGroupName=name, **options)
+                log("log group created", log_group=name)
+            except logs.exceptions.ResourceAlreadyExistsException:
+                log("log group restored", log_group=name)
+            if props.get("RetentionInDays"):
+                logs.put_retention_policy(
+                    logGroupName=name, retentionInDays=int(props["RetentionInDays"])
+                )
+
+    @property
+    def audit_log_group(self) -> str | None:
+        """What the command line reads from a deployed stack's AuditLogGroup output."""
+        try:
+            return self.stack.output("AuditLogGroup") or None
+        except TemplateError:
+            return None
+
     def _create_user(self) -> None:
         """The user whose keys the banner exports, allowed to invoke the whole API (the
         local API authorizes as API Gateway does: without a policy, it would be refused)."""
@@ -455,6 +503,8 @@ class LocalStack:
             "TOKENVEND_TABLE": self.table_name,
             "TOKENVEND_SECRETS_PREFIX": self.secrets_prefix,
         }
+        if self.audit_log_group:
+            exports["TOKENVEND_AUDIT_LOG_GROUP"] = self.audit_log_group
         lines += [f"export {name}={shlex.quote(value)}" for name, value in exports.items()]
         if self.sam_env_path is not None:
             lines.append(f"# SAM CLI: --env-vars {shlex.quote(str(self.sam_env_path))}")
@@ -475,7 +525,14 @@ class LocalStack:
                 runner.stop()
         for relay in self.relays:
             relay.stop()
-        for server in (self.api_server, self.lambda_server, self.sandbox, self.moto):
+        if self.api_server is not None:
+            try:
+                self.api_server.stop()
+            except Exception as exc:  # keep stopping the others
+                log("could not stop cleanly", level="WARNING", error=repr(exc))
+        if self.access_log is not None:
+            self.access_log.stop()  # its last lines, while moto still answers
+        for server in (self.lambda_server, self.sandbox, self.moto):
             if server is not None:
                 try:
                     server.stop()

@@ -3,14 +3,16 @@
 
 What is kept is moto's own model of the services the stack uses (`SERVICES`: IAM's users,
 keys, policies, groups and roles; STS's sessions; Secrets Manager's secrets with their
-versions and stages; DynamoDB's tables and items; SQS's queues and messages), so that the
-access keys printed as exports, the connections and the cached tokens are the same ones after
-a restart. moto has no persistence of its own (getmoto/moto#1069, #9755): its backends are
-plain Python objects, pickled here as they are. This module is the one place that leans on
-moto's internals for that (`BackendDict`, the backends' attributes, an SQS queue's lock); a
-moto upgrade that changes them fails tests/unit/test_local_state.py, and a snapshot written
-by another moto version is set aside, never loaded. (moto's request recorder is no
-alternative: replaying CreateAccessKey makes new keys.)
+versions and stages; DynamoDB's tables and items; SQS's queues and messages; KMS's keys;
+CloudWatch Logs' groups and their events: the audit records and the API's access log), so
+that the access keys printed as exports, the connections, the cached tokens and the record
+of who got which token are the same ones after a restart. moto has no persistence of its
+own (getmoto/moto#1069, #9755): its backends are plain Python objects, pickled here as they
+are. This module is the one place that leans on moto's internals for that (`BackendDict`,
+the backends' attributes, an SQS queue's lock); a moto upgrade that changes them fails
+tests/unit/test_local_state.py, and a snapshot written by another moto version is set
+aside, never loaded. (moto's request recorder is no alternative: replaying CreateAccessKey
+makes new keys.)
 
 When it is written: within `interval` seconds after a request that can change something, and
 at a clean stop, so that a crash loses at most the last second or so. A snapshot is taken
@@ -66,7 +68,8 @@ __all__ = [
 
 STATE_DIR = Path(".tokenvend") / "state"
 SNAPSHOT = "aws.pickle"
-SERVICES = ("iam", "sts", "secretsmanager", "dynamodb", "sqs", "kms")  # kms: the link key
+# kms: the link key; logs: the audit records and the API's access log
+SERVICES = ("iam", "sts", "secretsmanager", "dynamodb", "sqs", "kms", "logs")
 FORMAT = 1
 _MAGIC = b"tokenvend-local-state\n"
 DEFAULT_INTERVAL = 1.0  # seconds from a change to its snapshot, at most (plus the write)
@@ -77,8 +80,8 @@ DEFAULT_INTERVAL = 1.0  # seconds from a change to its snapshot, at most (plus t
 # date of a GetSecretValue: that waits for the next change or the stop.) Anything else that
 # is not a GET, HEAD or OPTIONS counts as a change: IAM and STS speak the query protocol,
 # whose action is in the body, and are called rarely.
-_READ_TARGETS = ("DynamoDB_20120810.", "secretsmanager.", "AmazonSQS.")
-_READ_ACTIONS = ("Get", "Describe", "List", "BatchGet", "Query", "Scan")
+_READ_TARGETS = ("DynamoDB_20120810.", "secretsmanager.", "AmazonSQS.", "Logs_20140328.")
+_READ_ACTIONS = ("Get", "Describe", "List", "BatchGet", "Query", "Scan", "Filter")
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
