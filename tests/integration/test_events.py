@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import boto3
 import pytest
 
 from support import EVENTS, PROVIDERS, REDIRECT_URI, LambdaContext, Stack, event
 from tokenvend_core.tokens import sha256_hex
+from tokenvend_core.vend.api import as_rest
 
 SAMPLES = sorted(path.name for path in Path(EVENTS).glob("*.json"))
-LINK_SAMPLES = ("vend-connect.json", "vend-callback.json")
+LINK_SAMPLES = (
+    "vend-connect.json", "vend-callback.json", "vend-http-connect.json", "vend-http-callback.json"
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -32,6 +35,8 @@ def test_there_is_a_sample_for_every_function_and_kind_of_event() -> None:
         "provider-schedule.json",
         "wps365-authorize.json",
         *LINK_SAMPLES,
+        "vend-http-get.json",
+        "vend-http-refresh.json",
     }
     expected |= {f"{provider}-refresh.json" for provider in PROVIDERS}
     assert expected <= set(SAMPLES)
@@ -46,12 +51,13 @@ def test_sample_event(stack: Stack, name: str) -> None:
     if name in LINK_SAMPLES:
         check_link_sample(stack, name, data)
     elif name.startswith("vend-"):
-        provider = data["pathParameters"]["provider"]
-        connection = data["pathParameters"]["connection"]
+        read = as_rest(data)  # a REST (1.0) or HTTP API (2.0) sample, as the function reads it
+        provider = read["pathParameters"]["provider"]
+        connection = read["pathParameters"]["connection"]
         stack.connect(provider, connection)
-        if data.get("body"):
+        if read.get("body"):
             # The sample names a token the service never issued: the current one is served.
-            assert json.loads(data["body"])["rejected_token_sha256"] != sha256_hex("x")
+            assert json.loads(read["body"])["rejected_token_sha256"] != sha256_hex("x")
         answer = stack.vend_function.lambda_handler(data, LambdaContext("tokenvend-test-vend"))
         assert answer["statusCode"] == 200, answer["body"]
         assert json.loads(answer["body"])["access_token"]
@@ -78,12 +84,13 @@ def test_sample_event(stack: Stack, name: str) -> None:
 
 def check_link_sample(stack: Stack, name: str, data: dict[str, object]) -> None:
     context = LambdaContext("tokenvend-test-vend")
-    connect = event("vend-connect.json")
+    http = name.startswith("vend-http-")
+    connect = event("vend-http-connect.json" if http else "vend-connect.json")
     answer = stack.vend_function.lambda_handler(connect, context)
     assert answer["statusCode"] == 200, answer["body"]
     link = json.loads(answer["body"])
     assert set(link) == {"url", "expires_at"} and link["url"].startswith("https://")
-    if name == "vend-connect.json":
+    if name.endswith("-connect.json"):
         return
     # The sample's own state was made by no key of this stack's: an invalid link.
     refused = stack.vend_function.lambda_handler(data, context)
@@ -95,11 +102,14 @@ def check_link_sample(stack: Stack, name: str, data: dict[str, object]) -> None:
     state = parse_qs(urlsplit(link["url"]).query)["state"][0]
     code = stack.sandbox.authorize(secret.value["client_id"], REDIRECT_URI)
     query = {"state": state, "code": code}
-    data = {
-        **data,
-        "queryStringParameters": query,
-        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()},
-    }
+    if http:
+        data = {**data, "queryStringParameters": query, "rawQueryString": urlencode(query)}
+    else:
+        data = {
+            **data,
+            "queryStringParameters": query,
+            "multiValueQueryStringParameters": {k: [v] for k, v in query.items()},
+        }
     answer = stack.vend_function.lambda_handler(data, context)
     assert answer["statusCode"] == 200, answer["body"]
     assert "Connected" in answer["body"] and state not in answer["body"]

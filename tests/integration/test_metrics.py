@@ -160,7 +160,12 @@ def test_every_alarm_watches_what_the_code_emits_or_a_resource_of_the_template(
     assert len(found) >= 9
     for name, alarm in found.items():
         assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
-        stats = [m["MetricStat"]["Metric"] for m in alarm["Metrics"] if "MetricStat" in m]
+        stats = [
+            branch
+            for m in alarm["Metrics"]
+            if "MetricStat" in m
+            for branch in api_type_branches(m["MetricStat"]["Metric"])
+        ]
         assert stats, name
         for metric in stats:
             dims = {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
@@ -185,10 +190,29 @@ def test_every_alarm_watches_what_the_code_emits_or_a_resource_of_the_template(
                     api = resources["TokenApi"]["Properties"]["Name"]
                     assert value == api, name
                     continue
+                if value == {"Fn::Sub": "${AWS::StackName}-vend"}:
+                    # whichever vend function ApiType makes: both have that name
+                    for vend in ("VendFunction", "VendHttpFunction"):
+                        assert resources[vend]["Properties"]["FunctionName"] == value
+                    continue
                 assert refs and all(r in resources for r in refs), (name, value)
         used = {m["Id"] for m in alarm["Metrics"] if "MetricStat" in m}
         expression = next(m["Expression"] for m in alarm["Metrics"] if m.get("ReturnData", True))
         assert used <= set(re.findall(r"[a-z][A-Za-z0-9_]*", expression)), name
+
+
+def api_type_branches(metric: dict[str, Any]) -> list[dict[str, Any]]:
+    """A metric as each ApiType makes it: the API's alarm names the REST or the HTTP API's
+    metric (`Fn::If: [HttpApi, …, …]`); every other metric is the same in both."""
+
+    def pick(value: Any, branch: int) -> Any:
+        if isinstance(value, dict) and "Fn::If" in value:
+            condition, *choices = value["Fn::If"]
+            assert condition == "HttpApi"
+            return choices[branch]
+        return value
+
+    return [{key: pick(value, branch) for key, value in metric.items()} for branch in (0, 1)]
 
 
 def test_every_alarm_has_a_runbook_entry() -> None:
@@ -204,7 +228,8 @@ def test_every_alarm_has_a_runbook_entry() -> None:
 
 
 def test_the_dashboard_shows_every_alarm() -> None:
-    body = template()["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    body, variables = template()["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    assert set(variables) == {"ApiDimension", "ApiDimensionValue", "Api4xx", "Api5xx"}
     for name in alarms():
         assert f"${{{name}.Arn}}" in body
     json.loads(re.sub(r"\$\{[^}]+\}", "x", body))  # valid JSON once substituted
