@@ -921,6 +921,21 @@ def _positive_seconds(raw: str) -> float:
     return value
 
 
+def local_parameters(args: argparse.Namespace) -> dict[str, str]:
+    """The template parameters of `tokenvend local`: --api-type sets ApiType (and says so
+    when --parameter-overrides says otherwise)."""
+    parameters = dict(args.parameter_overrides)
+    if args.api_type is not None:
+        chosen = args.api_type.upper()
+        if parameters.get("ApiType", chosen) != chosen:
+            raise CliError(
+                f"--api-type {args.api_type} and --parameter-overrides ApiType="
+                f"{parameters['ApiType']} disagree"
+            )
+        parameters["ApiType"] = chosen
+    return parameters
+
+
 def cmd_local(args: argparse.Namespace, target: Target) -> int:
     import importlib
 
@@ -944,7 +959,7 @@ def cmd_local(args: argparse.Namespace, target: Target) -> int:
             sandbox_port=args.sandbox_port,
             sandbox=not args.no_sandbox,
             refresh_every=args.refresh_every,
-            parameters=dict(args.parameter_overrides),
+            parameters=local_parameters(args),
             docker_bridge=args.docker_bridge,
             fresh=args.fresh,
         )
@@ -1006,6 +1021,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=VALUE",
         help="template parameters, as `sam deploy` takes them (e.g. CoolDownSeconds=1)",
+    )
+    local.add_argument(
+        "--api-type",
+        choices=["rest", "http"],
+        default=None,
+        help="the API to serve, as the template's ApiType: rest (API Gateway's REST API, "
+        "the default) or http (an HTTP API: payload format 2.0, no resource policy)",
     )
     local.add_argument(
         "--docker-bridge",

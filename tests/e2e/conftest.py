@@ -2,9 +2,9 @@
 user's second shell would: its export lines, SigV4-signed HTTP, boto3 against the local
 endpoints, the sandbox's control surface, and the `tokenvend` command.
 
-Three stacks, each started once for the session: `stack` (the demo connections; cool-down
-1 s so that a refresh may follow an authorization at once), `ticking` (schedules every
-second) and `cli` (the `tokenvend local` console script with its defaults, as a newcomer
+Four stacks, each started once for the session: `stack` (the demo connections; cool-down
+1 s so that a refresh may follow an authorization at once), `http` (the same with
+`--api-type http`, for test_http_api.py), `ticking` (schedules every second) and `cli` (the `tokenvend local` console script with its defaults, as a newcomer
 runs it). They start in parallel on first use of any of them. `ticking` is used only by
 test_schedule.py and `cli` only by test_cli.py, whose last tests stop them with a signal.
 """
@@ -20,6 +20,8 @@ from e2e.harness import MODULE, PORTS, LocalProcess, console_script
 
 COMMANDS: dict[str, list[str]] = {
     "stack": [*MODULE, *PORTS, "--parameter-overrides", "CoolDownSeconds=1"],
+    # ApiType HTTP: an HTTP API (payload format 2.0, no resource policy), test_http_api.py's.
+    "http": [*MODULE, *PORTS, "--api-type", "http", "--parameter-overrides", "CoolDownSeconds=1"],
     "ticking": [
         *MODULE,
         *PORTS,
@@ -65,6 +67,11 @@ def started(processes: dict[str, LocalProcess], name: str) -> LocalProcess:
 @pytest.fixture(scope="session")
 def stack(_processes: dict[str, LocalProcess]) -> LocalProcess:
     return started(_processes, "stack")
+
+
+@pytest.fixture(scope="session")
+def http_stack(_processes: dict[str, LocalProcess]) -> LocalProcess:
+    return started(_processes, "http")
 
 
 @pytest.fixture(scope="session")

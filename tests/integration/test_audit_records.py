@@ -294,3 +294,13 @@ def test_the_link_flow_records_the_link_and_each_callback_once(linked: Stack) ->
     assert refused["error_code"] == "link_used"
     for record in stack.audit.records:
         assert code not in json.dumps(record) and state not in json.dumps(record)
+
+
+def test_a_refresh_invoked_directly_is_told_from_one_by_the_vend_function(stack: Stack) -> None:
+    stack.connect("dingtalk")
+    answer = stack.call_provider(
+        "dingtalk", {"action": "refresh", "connection": "demo", "min_ttl": 0}
+    )
+    assert answer["ok"] is True
+    (attempt,) = stack.audit.of("refresh_attempt")
+    assert (attempt["trigger"], attempt["caller"], attempt["outcome"]) == ("direct", None, "ok")

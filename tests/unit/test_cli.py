@@ -557,3 +557,22 @@ def test_put_of_a_client_credentials_provider_says_nothing_of_redirects(
 
     assert status == 0
     assert capsys.readouterr().err == ""
+
+
+def test_local_api_type_sets_the_templates_api_type() -> None:
+    from tokenvend.cli import CliError, build_parser, local_parameters
+
+    def parameters(*argv: str) -> dict[str, str]:
+        return local_parameters(build_parser().parse_args(["local", *argv]))
+
+    assert parameters() == {}
+    assert parameters("--api-type", "http") == {"ApiType": "HTTP"}
+    assert parameters("--api-type", "rest", "--parameter-overrides", "CoolDownSeconds=1") == {
+        "ApiType": "REST",
+        "CoolDownSeconds": "1",
+    }
+    assert parameters("--parameter-overrides", "ApiType=HTTP") == {"ApiType": "HTTP"}
+    with pytest.raises(CliError, match="disagree"):
+        parameters("--api-type", "rest", "--parameter-overrides", "ApiType=HTTP")
+    with pytest.raises(CliError, match="invalid choice: 'soap'"):
+        parameters("--api-type", "soap")

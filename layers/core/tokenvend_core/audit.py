@@ -40,7 +40,7 @@ FIELDS = (
     "fingerprint", "detail",
 )  # fmt: skip
 ACTIONS = frozenset({"vend", "refresh", "connect", "refresh_attempt", "authorize", "schedule"})
-TRIGGERS = frozenset({"api", "vend", "schedule", "fanout", "operator", "link"})
+TRIGGERS = frozenset({"api", "vend", "direct", "schedule", "fanout", "operator", "link"})
 
 
 def fingerprint(token: str) -> str:

@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         help="template parameters, e.g. CoolDownSeconds=1",
     )
     parser.add_argument(
+        "--api-type",
+        choices=["rest", "http"],
+        default=None,
+        help="the template's ApiType: rest (the default) or http (an HTTP API)",
+    )
+    parser.add_argument(
         "--fresh",
         action="store_true",
         help="start with empty local AWS state (users, keys, connections, tokens); the "
@@ -50,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not name:
             parser.error(f"--parameter-overrides: expected NAME=VALUE, got {item!r}")
         parameters[name] = value
+    if args.api_type is not None:
+        if parameters.get("ApiType", args.api_type.upper()) != args.api_type.upper():
+            parser.error("--api-type and --parameter-overrides ApiType=... disagree")
+        parameters["ApiType"] = args.api_type.upper()
     return run(
         stack=args.stack,
         region=args.region,

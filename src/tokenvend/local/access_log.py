@@ -82,7 +82,8 @@ def log_group_of(arn: str) -> str:
 def access_log_setting(stack: Stack, props: Mapping[str, Any]) -> AccessLogSetting | None:
     """The AccessLogSetting of an AWS::Serverless::Api's properties, resolved; None when the
     API writes no access log."""
-    raw = props.get("AccessLogSetting")
+    # AWS::Serverless::Api says AccessLogSetting; AWS::Serverless::HttpApi, AccessLogSettings.
+    raw = props.get("AccessLogSetting", props.get("AccessLogSettings"))
     if raw is None:
         return None
     setting = stack.resolve(raw) or {}

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -108,6 +109,9 @@ class RestApi:
     resource_policy: list[dict[str, Any]] = field(default_factory=list)
     # The stage's access log (AccessLogSetting), if it writes one.
     access_log: AccessLogSetting | None = None
+    # AWS::Serverless::HttpApi: the function gets payload format 2.0, refusals are the HTTP
+    # API's own ({"message": ...}), and there is no resource policy.
+    http: bool = False
 
 
 def rest_api(stack: Stack, logical_id: str | None) -> RestApi:
@@ -136,19 +140,42 @@ def rest_api(stack: Stack, logical_id: str | None) -> RestApi:
     return RestApi(logical_id, stage, default == "AWS_IAM", responses, statements, access_log)
 
 
+def http_api(stack: Stack, logical_id: str | None) -> RestApi:
+    """What the template says of one AWS::Serverless::HttpApi: its stage, whether IAM
+    authorizes its routes by default, its access log."""
+    if logical_id is None:
+        raise TemplateError("an HttpApi event must name its API (ApiId: !Ref ...)")
+    props = stack.template["Resources"][logical_id].get("Properties") or {}
+    stage = str(stack.resolve(props.get("StageName", "$default")))
+    auth = stack.resolve(props.get("Auth") or {})
+    default = auth.get("DefaultAuthorizer")
+    if default not in (None, "AWS_IAM", "NONE"):
+        raise TemplateError(f"{logical_id}: only the AWS_IAM authorizer is served locally")
+    iam = default == "AWS_IAM" and bool(auth.get("EnableIamAuthorizer"))
+    access_log = access_log_setting(stack, props)
+    return RestApi(logical_id, stage, iam, {}, [], access_log, http=True)
+
+
 def routes_of(stack: Stack, functions: Mapping[str, LocalFunction]) -> tuple[list[Route], RestApi]:
-    """Every Api event of every function; one REST API (the template defines one)."""
+    """Every Api and HttpApi event of every function (of those whose condition holds: one
+    API, as ApiType chooses)."""
     routes: list[Route] = []
     apis: dict[str | None, RestApi] = {}
     for function in functions.values():
         raw_events = (
             stack.template["Resources"][function.logical_id].get("Properties", {}).get("Events")
         ) or {}
-        for event_name, props in stack.function_events(function.logical_id, "Api"):
-            raw_api = (raw_events[event_name].get("Properties") or {}).get("RestApiId")
+        found = [
+            (kind, name, props)
+            for kind in ("Api", "HttpApi")
+            for name, props in stack.function_events(function.logical_id, kind)
+        ]
+        for kind, event_name, props in found:
+            key = "RestApiId" if kind == "Api" else "ApiId"
+            raw_api = (raw_events[event_name].get("Properties") or {}).get(key)
             api_id = _logical_id(raw_api)
             if api_id not in apis:
-                apis[api_id] = rest_api(stack, api_id)
+                apis[api_id] = rest_api(stack, api_id) if kind == "Api" else http_api(stack, api_id)
             api = apis[api_id]
             authorizer = (props.get("Auth") or {}).get("Authorizer")
             if authorizer not in (None, "AWS_IAM", "NONE"):
@@ -157,7 +184,7 @@ def routes_of(stack: Stack, functions: Mapping[str, LocalFunction]) -> tuple[lis
             path, method = str(props["Path"]), str(props["Method"]).upper()
             routes.append(Route(method, path, function, iam, _pattern(path)))
     if len(apis) > 1:
-        raise TemplateError("the local stack serves one REST API; the template has several")
+        raise TemplateError("the local stack serves one API; the template has several")
     routes.sort(key=lambda route: route.specificity)
     api = next(iter(apis.values()), RestApi("ServerlessRestApi", "Prod", False, {}))
     return routes, api
@@ -241,6 +268,9 @@ class HttpApi:
             "httpMethod": request.method,
             "path": f"/{self._api.stage}{request.path}",  # no query string
             "resourcePath": exchange.resource_path,
+            "routeKey": (
+                f"{request.method} {exchange.resource_path}" if exchange.resource_path else None
+            ),
             "status": status,
             "responseLatency": int(latency_ms),
             "protocol": request.environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
@@ -262,6 +292,8 @@ class HttpApi:
     ) -> tuple[Response, dict[str, Any]]:
         found = self._route(request.method, request.path)
         if found is None:
+            if self._api.http:  # an HTTP API has no route there
+                return self._gateway("NOT_FOUND", "Not Found", 404), {"refused": "NOT_FOUND"}
             # API Gateway answers an unknown path on an IAM API like an unsigned request.
             return self._gateway(MISSING, "Missing Authentication Token"), {"refused": MISSING}
         route, params = found
@@ -307,10 +339,14 @@ class HttpApi:
                 fields = {"refused": "ACCESS_DENIED", "reason": decision.message}
                 return self._gateway("ACCESS_DENIED", decision.message), fields
         event = self._event(request, route, params, principal, body, exchange)
+        if self._api.http:
+            event = http_event(event, route)
         invocation = route.function.invoke(event)
         fields = {"function_name": route.function.name, "caller": principal and principal.arn}
 
         if invocation.error:
+            if self._api.http:
+                return self._gateway("DEFAULT_5XX", "Internal Server Error", 500), fields
             return self._gateway("DEFAULT_5XX", "Internal server error", 502), fields
         try:
             return _response(json.loads(invocation.payload)), fields
@@ -398,6 +434,15 @@ class HttpApi:
         """A refusal made by API Gateway itself, rendered with the template's
         GatewayResponses (falling back on DEFAULT_4XX/5XX, then on API Gateway's default)."""
         status = status or _STATUS.get(kind, 400)
+        if self._api.http:
+            # An HTTP API's own refusals: {"message": ...}, no customization; IAM's say only
+            # "Forbidden".
+            said = "Forbidden" if status == 403 else message
+            return Response(
+                json.dumps({"message": said}),
+                status=status,
+                headers=Headers({"Content-Type": "application/json"}),
+            )
         responses = self._api.gateway_responses
         spec = responses.get(kind) or responses.get(
             "DEFAULT_5XX" if status >= 500 else "DEFAULT_4XX"
@@ -417,6 +462,64 @@ class HttpApi:
                     headers[name] = value[1:-1]
         headers["X-Amzn-ErrorType"] = _error_type(kind)
         return Response(body, status=status, headers=headers)
+
+
+def http_event(rest: dict[str, Any], route: Route) -> dict[str, Any]:
+    """The HTTP API's event (payload format 2.0) for the request `rest` describes as the REST
+    API's: header names in lower case, repeated query names joined with commas (the raw query
+    keeps them apart), the caller in requestContext.authorizer.iam."""
+    context, identity = rest["requestContext"], rest["requestContext"]["identity"]
+    route_key = f"{rest['httpMethod']} {route.path}"
+    multi = rest.get("multiValueQueryStringParameters") or {}
+    headers: dict[str, str] = {}
+    for name, values in (rest.get("multiValueHeaders") or {}).items():
+        headers[name.lower()] = ",".join(values)
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": context["path"],
+        "rawQueryString": urlencode([(k, v) for k, vs in multi.items() for v in vs]),
+        "headers": headers,
+    }
+    if multi:
+        event["queryStringParameters"] = {k: ",".join(v) for k, v in multi.items()}
+    if rest.get("pathParameters"):
+        event["pathParameters"] = rest["pathParameters"]
+    request_context: dict[str, Any] = {
+        "accountId": context["accountId"],
+        "apiId": context["apiId"],
+        "domainName": context["domainName"],
+        "domainPrefix": context["domainPrefix"],
+        "http": {
+            "method": rest["httpMethod"],
+            "path": context["path"],
+            "protocol": context["protocol"],
+            "sourceIp": identity["sourceIp"],
+            "userAgent": identity["userAgent"],
+        },
+        "requestId": context["requestId"],
+        "routeKey": route_key,
+        "stage": context["stage"],
+        "time": context["requestTime"],
+        "timeEpoch": context["requestTimeEpoch"],
+    }
+    if identity.get("userArn"):
+        request_context["authorizer"] = {
+            "iam": {
+                "accessKey": identity["accessKey"],
+                "accountId": identity["accountId"],
+                "callerId": identity["caller"],
+                "cognitoIdentity": None,
+                "principalOrgId": None,
+                "userArn": identity["userArn"],
+                "userId": identity["user"],
+            }
+        }
+    event["requestContext"] = request_context
+    if rest.get("body") is not None:
+        event["body"] = rest["body"]
+    event["isBase64Encoded"] = bool(rest.get("isBase64Encoded"))
+    return event
 
 
 def _source_ip(request: Request) -> str:

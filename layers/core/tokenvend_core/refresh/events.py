@@ -92,9 +92,10 @@ def origin_of(event: Any) -> dict[str, str | None]:
     if not isinstance(event, dict):
         return {}
     action = event.get("action")
-    origin: dict[str, str | None] = {
-        "trigger": TRIGGERS.get(action) if isinstance(action, str) else None
-    }
+    trigger = TRIGGERS.get(action) if isinstance(action, str) else None
+    if trigger == "vend" and not isinstance(event.get("request_id"), str):
+        trigger = "direct"  # invoked by someone other than the vend function (an operator)
+    origin: dict[str, str | None] = {"trigger": trigger}
     for name, key in (("request_id", "request_id"), ("source_ip", "source_ip"),
                       ("caller", "caller_arn")):  # fmt: skip
         value = event.get(key)
