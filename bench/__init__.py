@@ -6,8 +6,13 @@ side in the same run: the machines this runs on are shared and noisy, so absolut
 move between runs while ratios mostly do not. Nothing leaves loopback.
 
 - `bench.warm`: the vend handler answering GET for a cached token, in-process.
-- `bench.cold`: each function module's import time, against `import boto3`.
+- `bench.cold`: each function module's import time, against `import boto3`; then
+  `bench.outsider`: the vend function's cold start as whole processes with only the
+  layer's packages installed and Lambda's environment.
 - `bench.stampede`: concurrent cold vends on moto's server: token-endpoint and AWS calls.
 - `bench.fleet`: one scheduled run over 1,000 and 10,000 connections.
-- `bench.client_cost`: `TokenClient.get_token` for a cached token.
+- `bench.client_cost`: `TokenClient` on a cached token beside msal and Authlib, and their
+  stampedes.
+- `bench.cost`: dollars per million vends for both API types; `bench.plot` draws the key
+  figures in bench/results.png.
 """

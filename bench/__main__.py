@@ -1,7 +1,8 @@
 """`python -m bench` (`make bench`): every benchmark, one after another; the table on
-stdout, the figures in bench/results.json, progress on stderr.
+stdout, the figures in bench/results.json and drawn in bench/results.png, progress on
+stderr.
 
-    python -m bench                      # all of them, about 4 minutes
+    python -m bench                      # all of them, about 5 minutes
     python -m bench --only warm,client   # some of them
 """
 
@@ -21,7 +22,7 @@ import time  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from typing import Any  # noqa: E402
 
-from bench import client_cost, cold, fleet, stampede, warm  # noqa: E402
+from bench import client_cost, cold, cost, fleet, plot, stampede, warm  # noqa: E402
 from bench.common import RESULTS, ROOT  # noqa: E402
 from bench.report import render, targets  # noqa: E402
 
@@ -96,10 +97,17 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"bench: {name} done in {time.perf_counter() - t0:.0f} s\n")
     results["meta"]["seconds"] = time.perf_counter() - started
     results["meta"]["load_at_end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    results["cost"] = cost.per_million(results.get("warm"))
     results["targets"] = targets(results)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(render(results))
     sys.stderr.write(f"bench: wrote {RESULTS.relative_to(ROOT)}\n")
+    try:
+        png = plot.draw(results)
+    except ImportError as exc:  # matplotlib: `make bench` installs it (the bench extra)
+        sys.stderr.write(f"bench: no plot ({exc}); pip install -e '.[bench]'\n")
+    else:
+        sys.stderr.write(f"bench: wrote {png.relative_to(ROOT)}\n")
     return 0
 
 

@@ -17,6 +17,9 @@ falls on all of them:
 A ratio is the median, over rounds, of the ratio within one round (samples seconds apart),
 which a machine whose load drifts over the minute of the benchmark disturbs least. One
 `python -X importtime` run per function module gives the imports that dominate.
+
+Then `bench.outsider` measures the vend function's cold start as an outsider would: whole
+processes, only the layer's packages installed, Lambda's environment (see its docstring).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import sys
 from collections import defaultdict
 from typing import Any
 
+from bench import outsider
 from bench.common import ENV, FUNCTIONS, LAYER, UNSET, median, ratio
 
 ROUNDS = 21
@@ -213,8 +217,14 @@ def run(rounds: int = ROUNDS) -> dict[str, Any]:
             ),
             "import_and_setup_ratio_of_medians": ratio(total, floor_init[base]),
         }
+    try:
+        as_outsider = outsider.run()
+    except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
+        # e.g. the layer's packages could not be installed: said in the results and table
+        as_outsider = {"error": f"{type(exc).__name__}: {exc}"}
     return {
         "rounds": rounds,
+        "outsider": as_outsider,
         "boto3_import_s": boto3_import,
         "boto3_and_clients_s": floor_init,
         "modules": modules,

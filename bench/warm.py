@@ -113,6 +113,7 @@ def run() -> dict[str, Any]:
         vend_module = load_function("vend")
         first = vend_module.lambda_handler(event, context)  # builds the vendor; fills memory
         assert first["statusCode"] == 200, first
+        answer_bytes = len(str(first["body"]).encode())
         vendor = vend_module._vendor
         calls = AwsCalls().watch(vendor._tokens._client, vendor._invoker._client)
 
@@ -146,7 +147,8 @@ def run() -> dict[str, Any]:
             timer.append(clock() - t0)
         fresh_calls = calls.total()
 
-        # What each hit writes to CloudWatch Logs (Powertools' lines: the EMF document).
+        # What each hit writes to CloudWatch Logs: the EMF metrics document, and the audit
+        # record (to standard output here, with no audit log group; deployed, to that group).
         chars_before = sink.chars
         for _ in range(1000):
             vend_module.lambda_handler(event, context)
@@ -194,6 +196,7 @@ def run() -> dict[str, Any]:
         "memory_expired_operations": table_ops,
         "memory_expired_median_ns_moto_inprocess": median(table_times),
         "log_bytes_per_hit": log_bytes_per_hit,
+        "answer_bytes": answer_bytes,
     }
 
 

@@ -10,12 +10,19 @@ Every request is signed with SigV4 for `execute-api` with the standard AWS crede
 (environment, profile, container or instance role), as boto3 finds it.
 
 The cache holds one answer per (provider, connection, min_ttl). An answer is reused until
-`expires_in` minus `min_ttl + refresh_margin` seconds after it arrived; after that the next
-call asks the API again. Per key, one call at a time goes to the API: threads that arrive
-while it is under way wait for it and share its outcome, answer or error. A stale answer
-(`"stale": true`: the service could not refresh and served its still-valid token) is reused
-for at most `STALE_REUSE_SECONDS`, and never past its expiry, so that the service is asked
-again soon without every call of a busy workload reaching it.
+`expires_in` minus `min_ttl + refresh_margin` seconds after it was asked for (the time the
+request was sent, not the time the answer arrived: a slow answer shortens its reuse, never
+lengthens it); after that the next call asks the API again. Per key, one call at a time goes
+to the API: threads that arrive while it is under way wait for it and share its outcome,
+answer or error. A stale answer (`"stale": true`: the service could not refresh and served
+its still-valid token) is reused for at most `STALE_REUSE_SECONDS`, and never past its
+expiry, so that the service is asked again soon without every call of a busy workload
+reaching it.
+
+A cached hit takes no lock: it is one dict read of an immutable entry, which holds the
+token and the monotonic time until which it may be reused, and one read of the monotonic
+clock. Entries are replaced whole, under a lock, never changed in place, so a reader sees
+the old entry or the new one, each consistent. Locks are taken only on a miss.
 
 Each request to the API waits `DEFAULT_TIMEOUT` by default: 5 s to connect, 35 s for the
 answer. The read timeout exceeds the API's worst-case answer time (API Gateway ends every
@@ -207,39 +214,46 @@ def _expires_in(answer: dict[str, Any]) -> float:
     return 0.0
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Entry:
+    """One cached answer, never changed once made: readers take it without a lock.
+
+    `reuse_until` and `expires` are on the monotonic clock, counted from when the request
+    was sent."""
+
     answer: dict[str, Any]
-    expires: float  # on the monotonic clock
+    token: str
+    sent: float
+    expires: float
     reuse_until: float
+    counts_down: bool  # the answer has `expires_in`, which a copy counts down
 
     @classmethod
-    def of(cls, answer: dict[str, Any], received: float, min_ttl: int, margin: float) -> _Entry:
-        expires = received + _expires_in(answer)
+    def of(cls, answer: dict[str, Any], sent: float, min_ttl: int, margin: float) -> _Entry:
+        expires = sent + _expires_in(answer)
         if answer.get("stale"):
-            reuse_until = min(received + STALE_REUSE_SECONDS, expires)
+            reuse_until = sent + STALE_REUSE_SECONDS
         else:
             reuse_until = expires - (min_ttl + margin)
-        return cls(answer, expires, reuse_until)
-
-    @property
-    def token(self) -> str:
-        return str(self.answer.get("access_token"))
+        # Never past the expiry, whatever min_ttl and the margin say (a negative one).
+        reuse_until = min(reuse_until, expires)
+        token = str(answer.get("access_token"))
+        return cls(dict(answer), token, sent, expires, reuse_until, "expires_in" in answer)
 
     def copy(self, now: float) -> dict[str, Any]:
-        """The answer as it would read now: `expires_in` counted down since it arrived."""
-        answer = dict(self.answer)
-        if "expires_in" in answer:
+        """The answer as it would read now: `expires_in` counted down since it was asked for."""
+        answer = self.answer.copy()
+        if self.counts_down:
             answer["expires_in"] = max(0, int(self.expires - now))
         return answer
 
 
 @dataclass(slots=True)
 class _Slot:
-    """One cache key: its entry, and the lock that lets one fetch at a time through."""
+    """One cache key's fetch: the lock that lets one fetch at a time through, and how the
+    last one ended. The entry itself lives in `TokenClient._entries`."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    entry: _Entry | None = None
     fetches: int = 0  # completed fetches; a waiter that sees it move shares the outcome
     error: TokenVendError | None = None  # the outcome of the last fetch, when it failed
 
@@ -261,8 +275,6 @@ class TokenClient:
     into an `unreachable` error without `retry_after`.
     """
 
-    _clock: Callable[[], float] = staticmethod(time.monotonic)
-
     def __init__(
         self,
         api_url: str | None = None,
@@ -281,6 +293,10 @@ class TokenClient:
         self.timeout = timeout
         self._setup = threading.Lock()
         self._credentials: Any = None
+        # The clock every deadline is on; bound once, read once per cached hit.
+        self._clock: Callable[[], float] = time.monotonic
+        # The cache: read without a lock, written only under `_slots_lock`.
+        self._entries: dict[tuple[str, str, int], _Entry] = {}
         self._slots: dict[tuple[str, str, int], _Slot] = {}
         self._slots_lock = threading.Lock()
         self._refresh_locks: dict[tuple[str, str], threading.Lock] = {}
@@ -294,38 +310,72 @@ class TokenClient:
 
     def get_token(self, provider: str, connection: str, min_ttl: int = 300) -> str:
         """An access token with at least `min_ttl` seconds left (see the API's exceptions)."""
-        return str(self.get(provider, connection, min_ttl)["access_token"])
+        # The cached path: no lock, one dict read, one clock read. An entry exists only for
+        # names that passed check_names; anything else (a miss, an unhashable argument)
+        # goes the long way, which checks the names.
+        try:
+            entry = self._entries[provider, connection, min_ttl]
+        except (KeyError, TypeError):
+            pass
+        else:
+            if self._clock() < entry.reuse_until:
+                return entry.token
+        return str(self._fetch(provider, connection, min_ttl)["access_token"])
 
     def get(self, provider: str, connection: str, min_ttl: int = 300) -> dict[str, Any]:
         """The API's whole answer: access_token, token_type, expires_at, expires_in, ..."""
+        try:
+            entry = self._entries[provider, connection, min_ttl]
+        except (KeyError, TypeError):
+            pass
+        else:
+            now = self._clock()
+            if now < entry.reuse_until:
+                # entry.copy(now), inlined. now < reuse_until <= expires, so the seconds left
+                # are positive and need no clamping; float.__trunc__ is int() without the
+                # cost of calling a type (a third of this path).
+                answer = entry.answer.copy()
+                if entry.counts_down:
+                    answer["expires_in"] = (entry.expires - now).__trunc__()
+                return answer
+        return self._fetch(provider, connection, min_ttl)
+
+    def _fetch(self, provider: str, connection: str, min_ttl: int) -> dict[str, Any]:
+        """A miss: one fetch at a time per key; those who waited for it share its outcome."""
         check_names(provider, connection)
-        slot = self._slot((provider, connection, min_ttl))
-        entry = slot.entry
-        now = self._clock()
-        if entry is not None and now < entry.reuse_until:
-            return entry.copy(now)
+        key = (provider, connection, min_ttl)
+        slot = self._slot(key)
         seen = slot.fetches
         with slot.lock:
             now = self._clock()
+            entry = self._entries.get(key)
             if slot.fetches != seen:
                 # A fetch finished while this thread waited: its outcome is as fresh as any.
                 if slot.error is not None:
                     raise slot.error.copy()
-                if slot.entry is not None and now < slot.entry.expires:
-                    return slot.entry.copy(now)
-            entry = slot.entry
+                if entry is not None and now < entry.expires:
+                    return entry.copy(now)
             if entry is not None and now < entry.reuse_until:
                 return entry.copy(now)
+            sent = now
             try:
                 answer = self._call(provider, connection, query={"min_ttl": str(min_ttl)})
             except TokenVendError as error:
                 slot.error = error
                 slot.fetches += 1
                 raise
-            entry = _Entry.of(answer, self._clock(), min_ttl, self.refresh_margin)
-            slot.entry, slot.error = entry, None
+            entry = _Entry.of(answer, sent, min_ttl, self.refresh_margin)
+            pair = (provider, connection)
+            with self._slots_lock:
+                # A refresh asked for after this request was sent has the newer answer.
+                current = self._entries.get(key)
+                if current is None or current.sent <= sent:
+                    self._entries[key] = entry
+                latest = self._latest.get(pair)
+                if latest is None or latest.sent <= sent:
+                    self._latest[pair] = entry
+            slot.error = None
             slot.fetches += 1
-            self._latest[(provider, connection)] = entry
             return dict(answer)
 
     def refresh(
@@ -356,20 +406,19 @@ class TokenClient:
 
                 digest = sha256(rejected_token.encode("utf-8")).hexdigest()
                 body = {"rejected_token_sha256": digest}
+            sent = self._clock()
             answer = self._call(provider, connection, refresh=True, body=body)
-            received = self._clock()
             with self._slots_lock:
-                slots = [(key, slot) for key, slot in self._slots.items() if key[:2] == pair]
-            for key, slot in slots:
-                slot.entry = _Entry.of(answer, received, key[2], self.refresh_margin)
-            self._latest[pair] = _Entry.of(answer, received, 0, self.refresh_margin)
+                for key in self._slots:
+                    if key[:2] == pair:
+                        self._entries[key] = _Entry.of(answer, sent, key[2], self.refresh_margin)
+                self._latest[pair] = _Entry.of(answer, sent, 0, self.refresh_margin)
             return dict(answer)
 
     def clear(self) -> None:
         """Forget every cached token."""
         with self._slots_lock:
-            for slot in self._slots.values():
-                slot.entry = None
+            self._entries.clear()
             self._latest.clear()
 
     # -- cache -----------------------------------------------------------------------------
@@ -384,10 +433,9 @@ class TokenClient:
     def _forget(self, pair: tuple[str, str], token: str | None) -> None:
         """Drop the connection's entries (only those holding `token`, when given)."""
         with self._slots_lock:
-            for key, slot in self._slots.items():
-                entry = slot.entry
-                if key[:2] == pair and entry is not None and token in (None, entry.token):
-                    slot.entry = None
+            for key, entry in list(self._entries.items()):
+                if key[:2] == pair and token in (None, entry.token):
+                    del self._entries[key]
             latest = self._latest.get(pair)
             if latest is not None and token in (None, latest.token):
                 del self._latest[pair]

@@ -15,7 +15,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -101,6 +101,7 @@ class FakeApi(LoopbackServer):
         self.delay = 0.0  # seconds every answer is held back (a slow provider behind the API)
         self.gate: threading.Event | None = None
         self.entered = threading.Event()
+        self.on_request: Callable[[], None] | None = None  # run as each request is handled
         self._lock = threading.Lock()
         self.serve()
         self.url = self.base_url
@@ -128,6 +129,8 @@ class FakeApi(LoopbackServer):
         with self._lock:
             self.calls.append(Call(http.command, parts.path, parse_qs(parts.query), body))
         self.entered.set()
+        if self.on_request is not None:
+            self.on_request()
         if self.gate is not None:
             self.gate.wait(10)
         if self.delay:
@@ -350,6 +353,85 @@ def test_an_entry_is_reused_until_min_ttl_plus_margin_before_expiry(api: FakeApi
     assert len(api.calls) == 2
 
 
+def test_reuse_is_counted_from_when_the_request_was_sent(api: FakeApi) -> None:
+    # Given an answer that takes 30 s to arrive: a token with 400 s left when the API
+    # answered, asked for with min_ttl 300 and a margin of 60
+    clock = FakeClock(1000.0)
+    client = TokenClient(api.url, refresh_margin=60)
+    client._clock = clock
+    api.expires_in = 400
+    api.on_request = lambda: clock.advance(30)
+    client.get_token("dingtalk", "corp-a", min_ttl=300)  # sent at 1000, arrived at 1030
+    api.on_request = None
+    # When 39 s have passed since it was sent, Then the memory serves it
+    clock.now = 1039.0
+    assert client.get_token("dingtalk", "corp-a", min_ttl=300) == "tok-1"
+    assert len(api.calls) == 1
+    # When 41 s have (11 s since it arrived), Then the API is asked again: by the API's
+    # clock the token may have less than 300 + 60 s left
+    clock.now = 1041.0
+    client.get_token("dingtalk", "corp-a", min_ttl=300)
+    assert len(api.calls) == 2
+
+
+def test_a_cached_token_is_never_served_past_its_expiry(api: FakeApi) -> None:
+    # Given a caller whose min_ttl and margin add up to less than nothing
+    clock = FakeClock(1000.0)
+    client = TokenClient(api.url, refresh_margin=0)
+    client._clock = clock
+    api.expires_in = 100
+    client.get_token("dingtalk", "corp-a", min_ttl=-50)
+    # When the token has a moment left, Then the memory serves it, with what it has left
+    clock.now = 1099.5
+    assert client.get("dingtalk", "corp-a", min_ttl=-50)["expires_in"] == 0
+    assert len(api.calls) == 1
+    # When it has expired, Then the API is asked, though min_ttl would allow 50 s more
+    clock.now = 1100.0
+    client.get_token("dingtalk", "corp-a", min_ttl=-50)
+    assert len(api.calls) == 2
+
+
+def test_threads_missing_an_expired_entry_at_once_make_one_api_call(api: FakeApi) -> None:
+    # Given a cached token that has just stopped being reusable
+    clock = FakeClock(1000.0)
+    client = TokenClient(api.url)
+    client._clock = clock
+    client.get_token("dingtalk", "corp-a")
+    clock.advance(3600 - 300 - 60)
+    # and an API that holds the next request until every thread is waiting
+    api.gate = threading.Event()
+    api.entered.clear()
+    results: list[str] = []
+    start = threading.Barrier(20)
+
+    def worker() -> None:
+        start.wait()
+        results.append(client.get_token("dingtalk", "corp-a"))
+
+    threads = [threading.Thread(target=worker) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    assert api.entered.wait(10)
+    time.sleep(0.2)  # let the other 19 pile up behind the first (no timing is asserted)
+    api.gate.set()
+    for thread in threads:
+        thread.join(10)
+    # Then one request between them, and all got its answer
+    assert len(api.calls) == 2
+    assert results == ["tok-1"] * 20
+
+
+def test_changing_an_answer_does_not_change_the_memory(api: FakeApi, client: TokenClient) -> None:
+    first = client.get("dingtalk", "corp-a")  # fetched
+    first["access_token"], first["expires_in"] = "changed", 0
+    second = client.get("dingtalk", "corp-a")  # from memory
+    second["access_token"] = "changed again"
+    assert client.get_token("dingtalk", "corp-a") == "tok-1"
+    third = client.get("dingtalk", "corp-a")
+    assert (third["access_token"], third["expires_in"] > 3000) == ("tok-1", True)
+    assert len(api.calls) == 1
+
+
 def test_a_token_shorter_than_min_ttl_is_not_reused(api: FakeApi, client: TokenClient) -> None:
     api.expires_in = 100  # the provider's tokens live shorter than the caller asks
     client.get_token("dingtalk", "corp-a", min_ttl=300)
@@ -426,6 +508,7 @@ def test_unknown_connection(api: FakeApi, client: TokenClient) -> None:
         ("dingtalk", "..", "connection '..' is not a connection's name"),
         ("dingtalk", "x" * 65, "is not a connection's name: 1 to 64 letters"),
         ("dingtalk", None, "connection of type NoneType is not a connection's name"),
+        (["dingtalk"], "corp-a", "provider of type list is not a provider's name"),
     ],
 )
 def test_a_malformed_name_is_refused_before_any_request(
