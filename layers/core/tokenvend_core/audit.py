@@ -289,12 +289,10 @@ def _default_sink(function: str) -> Sink:
     from tokenvend_core.aws import clients
 
     # Short timeouts, two tries: the invocation waits for this write, and when it cannot be
-    # made the records go to standard output instead.
-    return LogGroup(
-        group,
-        function,
-        lambda: clients.client("logs", connect_timeout=1, read_timeout=2, total_max_attempts=2),
-    )
+    # made the records go to standard output instead. Built now, with the function's other
+    # clients (Lambda's init phase), not in its first invocation.
+    logs = clients.client("logs", connect_timeout=1, read_timeout=2, total_max_attempts=2)
+    return LogGroup(group, function, lambda: logs)
 
 
 def _function_name() -> str:
