@@ -272,6 +272,25 @@ def token_item(stack: LocalProcess, provider: str, connection: str) -> dict[str,
     return item if item is not None and "access_token" in item else None
 
 
+def log_lines(stack: LocalProcess, group: str) -> list[dict[str, Any]]:
+    """Every event of a log group in the local AWS, each a JSON line (the audit records, the
+    access log)."""
+    logs = stack.client("logs")
+    lines: list[dict[str, Any]] = []
+    token = None
+    while True:
+        page = logs.filter_log_events(logGroupName=group, **({"nextToken": token} if token else {}))
+        lines += [json.loads(event["message"]) for event in page["events"]]
+        token = page.get("nextToken")
+        if not token:
+            return lines
+
+
+def access_lines(stack: LocalProcess) -> list[dict[str, Any]]:
+    """Every line of the local API's access log (the template's ApiAccessLog group)."""
+    return log_lines(stack, f"/tokenvend/{stack.env['TOKENVEND_STACK']}/access")
+
+
 def invoke_the_api(stack: LocalProcess) -> str:
     """An identity policy allowing execute-api:Invoke on every route of the local API."""
     api = f"arn:aws:execute-api:{stack.region}:123456789012:local"

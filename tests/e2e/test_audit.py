@@ -20,6 +20,7 @@ import pytest
 from botocore.credentials import Credentials
 from e2e.harness import (
     LocalProcess,
+    access_lines,
     new_user,
     put_secret,
     secret_of,
@@ -162,19 +163,6 @@ def test_bad_input_is_one_line_and_exit_2(stack: LocalProcess) -> None:
 
 
 # -- the API's access log -------------------------------------------------------------------
-
-
-def access_lines(stack: LocalProcess) -> list[dict[str, Any]]:
-    """Every line of the local API's access log (the template's ApiAccessLog group)."""
-    group = f"/tokenvend/{stack.env['TOKENVEND_STACK']}/access"
-    logs = stack.client("logs")
-    lines, token = [], None
-    while True:
-        page = logs.filter_log_events(logGroupName=group, **({"nextToken": token} if token else {}))
-        lines += [json.loads(event["message"]) for event in page["events"]]
-        token = page.get("nextToken")
-        if not token:
-            return lines
 
 
 def test_a_signed_request_leaves_an_access_log_line_with_its_caller(

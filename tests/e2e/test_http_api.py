@@ -9,10 +9,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from typing import Any
 
 from botocore.credentials import Credentials
-from e2e.harness import LocalProcess, clean_environment, new_user, wait_for
+from e2e.harness import (
+    LocalProcess,
+    access_lines,
+    clean_environment,
+    log_lines,
+    new_user,
+    wait_for,
+)
 
 from tokenvend_core.audit import fingerprint
 
@@ -28,17 +34,6 @@ def tokenvend(stack: LocalProcess, *args: str, **env: str) -> subprocess.Complet
         text=True,
         timeout=60,
     )
-
-
-def lines_of(stack: LocalProcess, group: str) -> list[dict[str, Any]]:
-    logs = stack.client("logs")
-    found, token = [], None
-    while True:
-        page = logs.filter_log_events(logGroupName=group, **({"nextToken": token} if token else {}))
-        found += [json.loads(event["message"]) for event in page["events"]]
-        token = page.get("nextToken")
-        if not token:
-            return found
 
 
 def test_the_cli_gets_a_token_through_the_http_api(http_stack: LocalProcess) -> None:
@@ -60,7 +55,7 @@ def test_a_signed_caller_is_the_audit_records_and_the_access_logs_caller(
         lambda: next(
             (
                 r
-                for r in lines_of(http_stack, group)
+                for r in log_lines(http_stack, group)
                 if r["caller"] == arn and r["action"] == "vend"
             ),
             None,
@@ -70,10 +65,9 @@ def test_a_signed_caller_is_the_audit_records_and_the_access_logs_caller(
     )
     assert record["fingerprint"] == fingerprint(token)
     assert record["source_ip"] == "127.0.0.1" and record["trigger"] == "api"
-    access = f"/tokenvend/{http_stack.env['TOKENVEND_STACK']}/access"
     line = wait_for(
         lambda: next(
-            (x for x in lines_of(http_stack, access) if x["requestId"] == record["request_id"]),
+            (x for x in access_lines(http_stack) if x["requestId"] == record["request_id"]),
             None,
         ),
         20,
