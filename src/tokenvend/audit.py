@@ -67,6 +67,7 @@ _CALLER_RE = re.compile(
     r"arn:aws(?:-[a-z]+)*:(?:iam|sts)::\d{12}:"
     r"(?:root|(?:user|role|assumed-role|federated-user)/[A-Za-z0-9+=,.@_/-]{1,512})"
 )
+_ROLE_RE = re.compile(r"arn:(aws(?:-[a-z]+)*):iam::(\d{12}):role/([A-Za-z0-9+=,.@_/-]{1,512})")
 _HEX_RE = re.compile(r"[0-9a-f]+")
 _DURATION_RE = re.compile(r"(\d{1,6})([smhdw])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -145,9 +146,23 @@ def read_token_fingerprint(path: str, stdin: IO[Any]) -> str:
         token = data.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise AuditInputError(f"--token-file: {source} is not UTF-8 text") from None
+    token = _token_in(token)
     if not token:
         raise AuditInputError(f"--token-file: {source} holds no token")
     return fingerprint_of(token)
+
+
+def _token_in(text: str) -> str:
+    """The token in what a leak usually looks like: the token alone, an Authorization
+    header's value (`Bearer <token>`, with or without `Authorization:`), or the API's JSON
+    answer (`tokenvend token --json`)."""
+    if text.startswith("{"):
+        with contextlib.suppress(ValueError):
+            answer = json.loads(text)
+            if isinstance(answer, dict) and isinstance(answer.get("access_token"), str):
+                return str(answer["access_token"]).strip()
+    found = re.fullmatch(r"(?:authorization:\s*)?bearer\s+(\S+)", text, flags=re.IGNORECASE)
+    return found.group(1) if found else text
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -158,17 +173,23 @@ def parse_since(text: str, now: datetime) -> datetime:
         amount, unit = int(found.group(1)), found.group(2)
         if amount == 0:
             raise AuditInputError("--since must be more than 0")
-        return now - timedelta(seconds=amount * _SECONDS[unit])
+        try:
+            moment = now - timedelta(seconds=amount * _SECONDS[unit])
+        except OverflowError:
+            moment = datetime.min.replace(tzinfo=UTC)
+        if moment.year < 2000:
+            raise AuditInputError(f"--since {value} is before any record could be")
+        return moment
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise AuditInputError(
             "--since must be a duration such as 30m, 1h, 2d or 1w, or an ISO-8601 time such "
             "as 2026-11-30T10:00:00Z"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
     if moment >= now:
         raise AuditInputError(f"--since {value} is not in the past")
     if moment.year < 2000:
@@ -207,10 +228,11 @@ class Filters:
         wanted = {
             "provider": self.provider,
             "connection": self.connection,
-            "caller": self.caller,
             "fingerprint": self.fingerprint,
         }
-        return all(value is None or record.get(key) == value for key, value in wanted.items())
+        if not all(value is None or record.get(key) == value for key, value in wanted.items()):
+            return False
+        return self.caller is None or caller_matches(self.caller, record.get("caller"))
 
     def checked(self) -> Filters:
         """These filters, every value checked fit for a query's string literal."""
@@ -227,6 +249,25 @@ class Filters:
         if self.since.tzinfo is None or self.until.tzinfo is None or self.since >= self.until:
             raise AuditInputError("the time range must be timezone-aware and not empty")
         return self
+
+
+def sessions_of(caller: str) -> str | None:
+    """For a role's ARN, the prefix of its sessions' ARNs (a workload that assumed the role
+    calls as `arn:aws:sts::<account>:assumed-role/<name>/<session>`; the role's path is not
+    in it); None for any other principal."""
+    found = _ROLE_RE.fullmatch(caller)
+    if found is None:
+        return None
+    partition, account, name = found.group(1), found.group(2), found.group(3).rsplit("/", 1)[-1]
+    return f"arn:{partition}:sts::{account}:assumed-role/{name}/"
+
+
+def caller_matches(wanted: str, caller: Any) -> bool:
+    """The caller asked for: that principal, or for a role, any of its sessions."""
+    if not isinstance(caller, str):
+        return False
+    sessions = sessions_of(wanted)
+    return caller == wanted or (sessions is not None and caller.startswith(sessions))
 
 
 def _literal(value: str) -> str:
@@ -246,7 +287,14 @@ def insights_query(filters: Filters) -> str:
     if filters.connection is not None:
         commands.append(f"filter connection = {_literal(filters.connection)}")
     if filters.caller is not None:
-        commands.append(f"filter caller = {_literal(filters.caller)}")
+        sessions = sessions_of(filters.caller)
+        if sessions is None:
+            commands.append(f"filter caller = {_literal(filters.caller)}")
+        else:  # the role, or any of its sessions (filtered exactly once more here)
+            commands.append(
+                f"filter caller = {_literal(filters.caller)} "
+                f"or strcontains(caller, {_literal(sessions)})"
+            )
     if filters.fingerprint is not None:
         commands.append(f"filter fingerprint = {_literal(filters.fingerprint)}")
     commands += ["sort @timestamp desc", f"limit {filters.limit}"]
@@ -276,18 +324,24 @@ def newest_first(records: Iterable[dict[str, Any]], filters: Filters) -> list[di
 
 def query_insights(
     logs: Any,
-    log_group: str,
+    log_group: str | Sequence[str],
     filters: Filters,
     *,
     wait: float = QUERY_WAIT_SECONDS,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> list[dict[str, Any]]:
-    """The records `filters` asks for, by a Logs Insights query on `log_group`, waited for
-    at most `wait` seconds (then stopped, and AuditQueryError)."""
+    """The records `filters` asks for, by a Logs Insights query on `log_group` (or several:
+    the audit log group and the functions' own, where records land when the audit log group
+    cannot be written), waited for at most `wait` seconds (then stopped, and
+    AuditQueryError)."""
     query = insights_query(filters)
+    groups = [log_group] if isinstance(log_group, str) else list(log_group)
+    where: dict[str, Any] = (
+        {"logGroupName": groups[0]} if len(groups) == 1 else {"logGroupNames": groups}
+    )
     started = logs.start_query(
-        logGroupName=log_group,
+        **where,
         startTime=int(filters.since.timestamp()),
         endTime=int(filters.until.timestamp()) + 1,  # whole seconds: the last one included
         queryString=query,

@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
@@ -171,6 +171,15 @@ class Target:
         None: for notes that are better left unsaid than guessed."""
         url = self._setting("TOKENVEND_API_URL", "ApiUrl")
         return url.rstrip("/") if url else None
+
+    def function_log_groups(self) -> list[str]:
+        """The stack's functions' own log groups (from its <Name>FunctionName outputs);
+        empty without a stack."""
+        return sorted(
+            f"/aws/lambda/{name}"
+            for key, name in self.outputs().items()
+            if key.endswith("FunctionName") and name
+        )
 
     def audit_log_group(self) -> str:
         group = self._setting("TOKENVEND_AUDIT_LOG_GROUP", "AuditLogGroup")
@@ -756,6 +765,16 @@ def cmd_refresh(args: argparse.Namespace, target: Target) -> int:
     except TokenVendError as exc:
         raise _api_error(exc) from None
     _print_answer(answer, args.json)
+    if rejected is not None and answer.get("access_token") == rejected:
+        # Some providers answer a token request with the token still in force (DingTalk,
+        # until it expires): no refresh replaces it, and callers go on getting it.
+        print(
+            "warning: the provider issued the rejected token again (it re-issues a token "
+            f"until it expires, at {answer.get('expires_at')}); tokenvend still hands it "
+            "out: see docs/runbook.md#a-token-leaked",
+            file=sys.stderr,
+        )
+        return OK
     if before is not None and not answer.get("stale"):
         after = _cached_state(target, provider, connection)
         note = _not_refreshed(target, before, after, answer, rejected, time.time())
@@ -818,15 +837,16 @@ def _not_refreshed(
 # -- the audit trail ------------------------------------------------------------------------
 
 
-def audit_filters(args: argparse.Namespace, now: float, stdin: Any) -> Any:
+def audit_filters(args: argparse.Namespace, now: float | Callable[[], float], stdin: Any) -> Any:
     """The question `tokenvend audit` was asked, every value checked (exit 2 otherwise)
     before anything is sent: --token-file's token is read and hashed here, and only its
-    fingerprint kept."""
+    fingerprint kept. `now` may be a clock, read once the token is: a pipe's token may come
+    from a command that has only just got it (`tokenvend token ... | tokenvend audit
+    --token-file -`)."""
     from datetime import UTC, datetime
 
     from . import audit
 
-    moment = datetime.fromtimestamp(now, UTC)
     try:
         provider = connection = fingerprint = caller = None
         if args.connection is not None:
@@ -837,6 +857,7 @@ def audit_filters(args: argparse.Namespace, now: float, stdin: Any) -> Any:
             fingerprint = audit.parse_fingerprint(args.fingerprint)
         if args.token_file is not None:
             fingerprint = audit.read_token_fingerprint(args.token_file, stdin)
+        moment = datetime.fromtimestamp(now() if callable(now) else now, UTC)
         return audit.Filters(
             since=audit.parse_since(args.since, moment),
             until=moment,
@@ -851,9 +872,11 @@ def audit_filters(args: argparse.Namespace, now: float, stdin: Any) -> Any:
 
 
 def cmd_audit(args: argparse.Namespace, target: Target) -> int:
+    from botocore.exceptions import ClientError
+
     from . import audit
 
-    filters = audit_filters(args, time.time(), getattr(sys.stdin, "buffer", sys.stdin))
+    filters = audit_filters(args, time.time, getattr(sys.stdin, "buffer", sys.stdin))
     group = target.audit_log_group()
     local = _on_loopback(target.env, "CLOUDWATCH_LOGS")
     span = f"from {rfc3339(filters.since.timestamp())} to {rfc3339(filters.until.timestamp())}"
@@ -877,9 +900,25 @@ def cmd_audit(args: argparse.Namespace, target: Target) -> int:
                 file=sys.stderr,
             )
         client = target.client("logs")
+        # The functions' own log groups too: where records go when the audit log group
+        # cannot be written (docs/security.md, "Audit trail").
+        groups = [group, *target.function_log_groups()]
         with aws_step(f"cannot query the audit log group {group}"):
             try:
-                records = audit.query_insights(client, group, filters)
+                try:
+                    records = audit.query_insights(client, groups, filters)
+                except ClientError as exc:
+                    missing = (
+                        exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
+                    )
+                    if len(groups) == 1 or not missing:
+                        raise
+                    print(
+                        "note: a function's log group is missing; querying the audit log "
+                        "group alone",
+                        file=sys.stderr,
+                    )
+                    records = audit.query_insights(client, group, filters)
             except audit.AuditQueryError as exc:
                 raise CliError(f"cannot query the audit log group {group}: {exc}") from None
     if args.json:

@@ -304,3 +304,22 @@ def test_a_refresh_invoked_directly_is_told_from_one_by_the_vend_function(stack:
     assert answer["ok"] is True
     (attempt,) = stack.audit.of("refresh_attempt")
     assert (attempt["trigger"], attempt["caller"], attempt["outcome"]) == ("direct", None, "ok")
+
+
+def test_a_link_made_by_invoking_the_provider_function_directly_is_recorded_there(
+    linked: Stack,
+) -> None:
+    answer = linked.call_provider("wps365", {"action": "connect", "connection": "demo"})
+    assert answer["ok"] is True
+    (made,) = linked.audit.of("connect")
+    assert (made["function"], made["trigger"], made["outcome"]) == (
+        "tokenvend-test-wps365",
+        "direct",
+        "ok",
+    )
+    assert made["expires_at"] == answer["expires_at"]
+    refused = linked.call_provider("wps365", {"action": "connect", "connection": "nobody"})
+    assert refused["ok"] is False
+    assert [(r["outcome"], r["error_code"]) for r in linked.audit.of("connect")][1:] == [
+        ("refused", "unknown_connection")
+    ]

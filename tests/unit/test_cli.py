@@ -576,3 +576,28 @@ def test_local_api_type_sets_the_templates_api_type() -> None:
         parameters("--api-type", "rest", "--parameter-overrides", "ApiType=HTTP")
     with pytest.raises(CliError, match="invalid choice: 'soap'"):
         parameters("--api-type", "soap")
+
+
+def test_a_refresh_that_gets_the_rejected_token_again_warns(
+    aws: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A provider that re-issues a token until it expires (DingTalk) answers a forced
+    refresh with the very token reported: the command says so, since the runbook's
+    "a token leaked" relies on the refresh replacing it."""
+    answer = {
+        "provider": "dingtalk", "connection": "corp-a", "access_token": "tok-leaked",
+        "token_type": "Bearer", "expires_at": "2030-01-01T00:00:00Z", "expires_in": 600,
+    }  # fmt: skip
+    with FakeApi(200, answer) as server:
+        monkeypatch.setenv("TOKENVEND_API_URL", server.base_url + "/")
+        status = main(["refresh", "dingtalk", "corp-a", "--rejected-token", "tok-leaked"])
+        out = capsys.readouterr()
+        assert status == 0
+        assert out.out == "tok-leaked\n"
+        assert out.err.count("\n") == 1
+        assert out.err.startswith("warning: the provider issued the rejected token again")
+        assert "2030-01-01T00:00:00Z" in out.err and "tok-leaked" not in out.err
+        # A new token: no warning
+        server.body = {**answer, "access_token": "tok-new"}
+        assert main(["refresh", "dingtalk", "corp-a", "--rejected-token", "tok-leaked"]) == 0
+        assert "warning" not in capsys.readouterr().err

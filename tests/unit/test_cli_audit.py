@@ -806,3 +806,94 @@ def test_without_a_group_or_a_stack_it_says_what_to_set(
     assert status == 1
     assert "set TOKENVEND_AUDIT_LOG_GROUP" in err
     assert err.count("\n") == 1
+
+
+# -- what a review found ----------------------------------------------------------------------
+
+
+def test_a_roles_arn_finds_its_sessions_and_no_other_roles() -> None:
+    role = "arn:aws:iam::123456789012:role/service/reports"  # a path is not in a session's ARN
+    asked = filters(caller=role)
+    assert asked.matches(record(caller="arn:aws:sts::123456789012:assumed-role/reports/job-7"))
+    assert asked.matches(record(caller=role))
+    for other in (
+        "arn:aws:sts::123456789012:assumed-role/reports-two/job-7",
+        "arn:aws:sts::999999999999:assumed-role/reports/job-7",
+        "arn:aws:iam::123456789012:role/reports",
+        None,
+    ):
+        assert not asked.matches(record(caller=other)), other
+    assert insights_query(asked).splitlines()[2] == (
+        f'| filter caller = "{role}" or '
+        'strcontains(caller, "arn:aws:sts::123456789012:assumed-role/reports/")'
+    )
+    # a user's ARN is matched exactly, as before
+    assert "strcontains" not in insights_query(filters(caller=ALICE))
+
+
+@pytest.mark.parametrize("since", ["999999w", "999999d", "30000d", "1999-12-31T23:00:00Z"])
+def test_a_since_before_any_record_could_be_is_refused_not_a_crash(since: str) -> None:
+    with pytest.raises(AuditInputError, match="before any record"):
+        parse_since(since, NOW)
+
+
+@pytest.mark.parametrize("since", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"])
+def test_a_since_beyond_what_a_date_holds_is_refused(since: str) -> None:
+    with pytest.raises(AuditInputError, match="--since"):
+        parse_since(since, NOW)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        f"Bearer {TOKEN}",
+        f"Authorization: Bearer {TOKEN}\n",
+        f"  bearer {TOKEN}  ",
+        json.dumps({"provider": "dingtalk", "access_token": TOKEN, "expires_in": 10}, indent=2),
+    ],
+)
+def test_a_token_file_may_hold_a_header_or_the_apis_answer(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "leaked.txt"
+    path.write_text(content)
+    assert read_token_fingerprint(str(path), io.BytesIO()) == FINGERPRINT
+
+
+def test_the_time_range_ends_once_the_token_is_read() -> None:
+    """`tokenvend token … | tokenvend audit --token-file -`: the end of the range is taken
+    after standard input is read, so the vend that produced the token is in it."""
+    from tokenvend.cli import audit_filters, build_parser
+
+    read: list[str] = []
+
+    class Pipe(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            read.append("token")
+            return super().read(size)
+
+    def clock() -> float:
+        assert read == ["token"], "the clock was read before the token"
+        return NOW.timestamp()
+
+    args = build_parser().parse_args(["audit", "--token-file", "-"])
+    asked = audit_filters(args, clock, Pipe(TOKEN.encode()))
+    assert asked.until == NOW and asked.fingerprint == FINGERPRINT
+
+
+def test_a_deployed_query_reads_the_functions_log_groups_too() -> None:
+    """Records that could not be written to the audit log group are in the function's own
+    log: the query names both."""
+    logs = boto3.client("logs", region_name="us-east-1")
+    groups = [GROUP, "/aws/lambda/tokenvend-dingtalk", "/aws/lambda/tokenvend-vend"]
+    with Stubber(logs) as stub:
+        stub.add_response(
+            "start_query",
+            {"queryId": "q-2"},
+            {"logGroupNames": groups, "startTime": ANY, "endTime": ANY, "queryString": ANY},
+        )
+        stub.add_response(
+            "get_query_results",
+            {"status": "Complete", "results": [insights_row(RECORDS[0])]},
+            {"queryId": "q-2"},
+        )
+        found = query_insights(logs, groups, filters(), sleep=lambda s: None)
+    assert request_ids(found) == [RECORDS[0]["request_id"]]

@@ -345,7 +345,11 @@ def test_a_state_for_another_provider_is_invalid() -> None:
     [
         ("access_denied", "access_denied"),
         ("temporarily_unavailable", "temporarily_unavailable"),
+        ("consent_required", "consent_required"),  # OpenID Connect's too
+        # whatever else a crafted callback says is not repeated, nor recorded, as a code
+        ("aaaa_my_leaked_token_here", "access_denied"),
         ("internal", "access_denied"),  # never one of tokenvend's own codes
+        ("invalid_request", "access_denied"),
         ("link_used", "access_denied"),
         ("<script>", "access_denied"),
     ],
@@ -355,8 +359,11 @@ def test_the_providers_error_consumes_the_link_and_redeems_nothing(error: str, c
     state = state_of(link.connect(refresher, key, "c").url)
     outcome = link.callback(refresher, key, state, code=None, error=error)
     assert isinstance(outcome, Refused) and outcome.code == code
-    assert "<script>" not in outcome.message
+    assert "<script>" not in outcome.message and "leaked" not in outcome.message
     assert refresher.tokens.links == {} and refresher.redeemed == []
+    refresher.audit.flush()
+    (record,) = refresher.audit.sink.records  # type: ignore[attr-defined]
+    assert (record["action"], record["error_code"]) == ("authorize", code)
 
 
 def test_no_key_is_an_internal_error() -> None:

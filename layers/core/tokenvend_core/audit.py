@@ -13,7 +13,8 @@ Each function's objects hold its `Trail` (`Trail.from_env`, built with them). Re
 kept in memory and written together when the invocation ends (`flush`): one PutLogEvents
 call to the group `AUDIT_LOG_GROUP` names, on a stream of this process's own.
 When there is no such group, or the write fails, the records go to standard output, the
-function's own log, in the same shape: a record is never dropped.
+function's own log, in the same shape. (An invocation that Lambda ends before it does, out
+of memory, loses the records it had not written.)
 """
 
 from __future__ import annotations
@@ -84,6 +85,11 @@ def bind(
         yield origin
     finally:
         _origin.reset(token)
+
+
+def current() -> Origin:
+    """The origin bound now."""
+    return _origin.get()
 
 
 def forwarded() -> dict[str, str]:
@@ -315,4 +321,4 @@ def _code(exc: BaseException) -> str:
     return ""
 
 
-__all__ = ["FIELDS", "Origin", "Trail", "bind", "carry", "fingerprint", "forwarded"]
+__all__ = ["FIELDS", "Origin", "Trail", "bind", "carry", "current", "fingerprint", "forwarded"]

@@ -135,16 +135,7 @@ def _answer(
             return _callback(event, refresher, link_key or runtime.link_key(refresher.settings))
         connection = check_connection(event.get("connection"))
         if action == "connect":
-            caller = event.get("caller_arn")
-            if caller is not None and not isinstance(caller, str):
-                raise InvalidRequest("caller_arn must be a string")
-            made = link.connect(
-                refresher,
-                link_key or runtime.link_key(refresher.settings),
-                connection,
-                caller_arn=caller,
-            )
-            return {"ok": True, "url": made.url, "expires_at": rfc3339(made.expires_at)}
+            return _connect(event, refresher, connection, link_key)
         if action == "refresh":
             rejected = event.get("rejected_token_sha256")
             if rejected is not None and (
@@ -188,6 +179,30 @@ def _answer(
             "ok": False,
             "error": {"code": "internal", "message": "internal error; see the logs"},
         }
+
+
+def _connect(
+    event: dict[str, Any], refresher: Refresher, connection: str, key: LinkKey | None
+) -> dict[str, Any]:
+    """A link made. The vend function records the links it asks for; one asked for by
+    anyone else, invoking this function directly, is recorded here."""
+    direct = audit.current().trigger == "direct"
+    try:
+        caller = event.get("caller_arn")
+        if caller is not None and not isinstance(caller, str):
+            raise InvalidRequest("caller_arn must be a string")
+        made = link.connect(
+            refresher, key or runtime.link_key(refresher.settings), connection, caller_arn=caller
+        )
+    except TokenVendError as error:
+        if direct:
+            refresher.audit.record("connect", "refused", provider=refresher.provider,
+                                   connection=connection, error_code=error.code)  # fmt: skip
+        raise
+    if direct:
+        refresher.audit.record("connect", "ok", provider=refresher.provider,
+                               connection=connection, expires_at=made.expires_at)  # fmt: skip
+    return {"ok": True, "url": made.url, "expires_at": rfc3339(made.expires_at)}
 
 
 def _callback(event: dict[str, Any], refresher: Refresher, key: LinkKey | None) -> dict[str, Any]:

@@ -60,9 +60,17 @@ LINK_EXPIRED = "link_expired"
 LINK_USED = "link_used"
 ACCESS_DENIED = "access_denied"
 LINK_CODES = frozenset({LINK_INVALID, LINK_EXPIRED, LINK_USED})
-#: A provider's `error` value passed on as the outcome's code: an RFC 6749 error's form,
-#: and none of tokenvend's own codes (else it is told as access_denied).
-PROVIDER_ERROR = re.compile(r"[a-z][a-z0-9_]{0,63}")
+#: A provider's `error` value passed on as the outcome's code: the error codes of an
+#: authorization response (RFC 6749 section 4.1.2.1, and those OpenID Connect Core adds
+#: in section 3.1.2.6). Any other value, which whoever crafts the callback chooses, is
+#: told as access_denied: what is shown and recorded is never free text.
+PROVIDER_ERRORS = frozenset({
+    "invalid_request", "unauthorized_client", "access_denied", "unsupported_response_type",
+    "invalid_scope", "server_error", "temporarily_unavailable",
+    "interaction_required", "login_required", "account_selection_required",
+    "consent_required", "invalid_request_uri", "invalid_request_object",
+    "request_not_supported", "request_uri_not_supported", "registration_not_supported",
+})  # fmt: skip
 
 
 class LinkKey(Protocol):
@@ -353,12 +361,12 @@ def _judge(
 
 def provider_error(value: str) -> Refused:
     """The provider's `error` on the callback: the user refused, or the provider could not
-    ask them. Only a value of RFC 6749's form is repeated, and never as one of tokenvend's
-    own codes."""
-    fit = isinstance(value, str) and PROVIDER_ERROR.fullmatch(value) is not None
+    ask them. Only an authorization response's own error code is repeated, and never as one
+    of tokenvend's own codes."""
+    known = value in PROVIDER_ERRORS
     own = value in ERRORS_BY_CODE or value in LINK_CODES
-    code = value if fit and not own else ACCESS_DENIED
-    said = f"the provider answered {value!r}" if fit else "the provider answered an error"
+    code = value if known and not own else ACCESS_DENIED
+    said = f"the provider answered {value!r}" if known else "the provider answered an error"
     return Refused(
         code, f"{said}: the connection was not authorized; ask for a new link to try again"
     )
