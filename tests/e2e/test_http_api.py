@@ -111,3 +111,12 @@ def test_the_link_callback_is_unsigned_and_answers_its_page(http_stack: LocalPro
     assert link.returncode == 0, link.stderr
     consent = json.loads(link.stdout)["url"]
     assert "state=" in consent
+
+
+def test_the_ready_line_says_which_api_is_served(
+    http_stack: LocalProcess, stack: LocalProcess
+) -> None:
+    (http_ready,) = [line for line in http_stack.stdout if line.startswith("ready")]
+    (rest_ready,) = [line for line in stack.stdout if line.startswith("ready")]
+    assert f"API {http_stack.api_url} (an HTTP API)" in http_ready
+    assert f"API {stack.api_url} (a REST API)" in rest_ready

@@ -123,6 +123,7 @@ class LocalStack:
         self._saved_env: dict[str, str] | None = None
         self.state: LocalState | None = None
         self.restored = False
+        self.api_is_http = False  # ApiType HTTP: the template's HTTP API is served
 
     # -- start --------------------------------------------------------------------------
 
@@ -132,6 +133,7 @@ class LocalStack:
         self._check_catalogue()
         self.functions = functions_of(stack, self.template_path.parent)
         routes, api = routes_of(stack, self.functions)
+        self.api_is_http = api.http
         schedules = schedules_of(stack, self.functions, options.refresh_every)
         sources = sources_of(stack, self.functions)
         if options.docker_bridge is not None:
@@ -477,7 +479,7 @@ class LocalStack:
     def banner(self) -> list[str]:
         assert self.api_server and self.lambda_server and self.moto
         parts = [
-            f"API {self.api_server.url}",
+            f"API {self.api_server.url} ({'an HTTP API' if self.api_is_http else 'a REST API'})",
             f"Lambda {self.lambda_server.url}",
             f"AWS {self.moto.url}",
         ]
