@@ -126,7 +126,7 @@ def events(client: Any, stream: str) -> list[dict[str, Any]]:
 def test_the_log_group_gets_one_stream_a_process_and_events_in_time_order(logs: Any) -> None:
     now = time.time()
     ticks = iter([now + 2, now + 1, now + 3])
-    sink = LogGroup(GROUP, "tokenvend-vend", lambda: logs)
+    sink = LogGroup(GROUP, "tokenvend-vend", logs)
     trail = Trail(sink, function="tokenvend-vend", clock=lambda: next(ticks))
     for outcome in ("a", "b"):
         trail.record("vend", outcome)
@@ -141,7 +141,7 @@ def test_the_log_group_gets_one_stream_a_process_and_events_in_time_order(logs: 
 
 
 def test_a_stream_deleted_under_the_writer_is_made_again(logs: Any) -> None:
-    sink = LogGroup(GROUP, "fn", lambda: logs)
+    sink = LogGroup(GROUP, "fn", logs)
     trail = Trail(sink, function="fn")
     trail.record("vend", "memory")
     trail.flush()
@@ -154,7 +154,7 @@ def test_a_stream_deleted_under_the_writer_is_made_again(logs: Any) -> None:
 def test_records_the_group_refuses_go_to_standard_output_in_the_same_shape(
     logs: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sink = LogGroup("/no/such/group", "fn", lambda: logs)
+    sink = LogGroup("/no/such/group", "fn", logs)
     trail = Trail(sink, function="fn")
     trail.record("vend", "refused", error_code="forbidden")
     trail.record("vend", "memory", token="tok")
@@ -198,7 +198,7 @@ def test_events_the_service_will_not_take_are_kept_on_standard_output(
     # A clock hours ahead: CloudWatch Logs refuses events more than two hours in the future
     now = time.time()
     ticks = iter([now, now + 6 * 3600])
-    sink = LogGroup(GROUP, "fn", lambda: logs)
+    sink = LogGroup(GROUP, "fn", logs)
     trail = Trail(sink, function="fn", clock=lambda: next(ticks))
     trail.record("vend", "memory")
     trail.record("vend", "table")

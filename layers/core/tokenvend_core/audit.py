@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from tokenvend_core.aws.clients import client, error_code
 from tokenvend_core.tokens import rfc3339, sha256_hex
 
 VERSION = 1
@@ -122,12 +123,11 @@ class StandardOutput:
 class LogGroup:
     """The audit log group: one stream for this process, created on the first write."""
 
-    def __init__(self, group: str, function: str, client: Callable[[], Any]) -> None:
+    def __init__(self, group: str, function: str, client: Any) -> None:
         self.group = group
         day = datetime.now(UTC).strftime("%Y/%m/%d")
         self.stream = f"{function}/{day}/{uuid.uuid4().hex}"
-        self._client_factory = client
-        self._client: Any = None
+        self._client = client  # a CloudWatch Logs client
         self._created = False
         self._lock = threading.Lock()
 
@@ -137,14 +137,12 @@ class LogGroup:
             key=lambda event: event["timestamp"],
         )  # one call's events must be in time order
         with self._lock:
-            if self._client is None:
-                self._client = self._client_factory()
             if not self._created:
                 self._create_stream()
             try:
                 self._put(events)
             except Exception as exc:
-                if _code(exc) != "ResourceNotFoundException":
+                if error_code(exc) != "ResourceNotFoundException":
                     raise
                 self._create_stream()  # the stream was deleted under us: once more
                 self._put(events)
@@ -153,7 +151,7 @@ class LogGroup:
         try:
             self._client.create_log_stream(logGroupName=self.group, logStreamName=self.stream)
         except Exception as exc:
-            if _code(exc) != "ResourceAlreadyExistsException":
+            if error_code(exc) != "ResourceAlreadyExistsException":
                 raise
         self._created = True
 
@@ -292,13 +290,11 @@ def _default_sink(function: str) -> Sink:
     group = os.environ.get("AUDIT_LOG_GROUP") or ""
     if not group:
         return StandardOutput()
-    from tokenvend_core.aws import clients
-
     # Short timeouts, two tries: the invocation waits for this write, and when it cannot be
     # made the records go to standard output instead. Built now, with the function's other
     # clients (Lambda's init phase), not in its first invocation.
-    logs = clients.client("logs", connect_timeout=1, read_timeout=2, total_max_attempts=2)
-    return LogGroup(group, function, lambda: logs)
+    logs = client("logs", connect_timeout=1, read_timeout=2, total_max_attempts=2)
+    return LogGroup(group, function, logs)
 
 
 def _function_name() -> str:
@@ -312,13 +308,6 @@ def _time(epoch: float) -> str:
 
 def _line(record: dict[str, Any]) -> str:
     return json.dumps({name: record.get(name) for name in FIELDS}, separators=(",", ":"))
-
-
-def _code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", ""))
-    return ""
 
 
 __all__ = ["FIELDS", "Origin", "Trail", "bind", "carry", "current", "fingerprint", "forwarded"]
