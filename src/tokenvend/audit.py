@@ -32,6 +32,7 @@ from typing import IO, Any
 
 from tokenvend_core.audit import fingerprint
 from tokenvend_core.names import CONNECTION_RE, PROVIDER_RE
+from tokenvend_core.principals import caller_identities
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -39,7 +40,6 @@ __all__ = [
     "AuditInputError",
     "AuditQueryError",
     "Filters",
-    "fingerprint_of",
     "insights_query",
     "parse_caller",
     "parse_connection",
@@ -118,11 +118,6 @@ def parse_fingerprint(text: str) -> str:
     return value[:FINGERPRINT_HEX]
 
 
-def fingerprint_of(token: str) -> str:
-    """A token's fingerprint, as the functions write it into their records."""
-    return fingerprint(token)
-
-
 def read_token_fingerprint(path: str, stdin: IO[Any]) -> str:
     """The fingerprint of the token in the file at `path` (`-`: standard input), its
     surrounding whitespace stripped. The token itself is neither kept nor returned, and no
@@ -149,7 +144,7 @@ def read_token_fingerprint(path: str, stdin: IO[Any]) -> str:
     token = _token_in(token)
     if not token:
         raise AuditInputError(f"--token-file: {source} holds no token")
-    return fingerprint_of(token)
+    return fingerprint(token)  # as the functions write it into their records
 
 
 def _token_in(text: str) -> str:
@@ -251,23 +246,33 @@ class Filters:
         return self
 
 
-def sessions_of(caller: str) -> str | None:
-    """For a role's ARN, the prefix of its sessions' ARNs (a workload that assumed the role
-    calls as `arn:aws:sts::<account>:assumed-role/<name>/<session>`; the role's path is not
-    in it); None for any other principal."""
-    found = _ROLE_RE.fullmatch(caller)
+def _pathless_role(arn: str) -> tuple[str, str, str] | None:
+    """A role's ARN as (partition, account, name), its path dropped (STS drops it from a
+    session's ARN); None for any other principal."""
+    found = _ROLE_RE.fullmatch(arn)
     if found is None:
         return None
-    partition, account, name = found.group(1), found.group(2), found.group(3).rsplit("/", 1)[-1]
-    return f"arn:{partition}:sts::{account}:assumed-role/{name}/"
+    return found.group(1), found.group(2), found.group(3).rsplit("/", 1)[-1]
+
+
+def sessions_of(caller: str) -> str | None:
+    """For a role's ARN, the prefix of its sessions' ARNs (a workload that assumed the role
+    calls as `arn:aws:sts::<account>:assumed-role/<name>/<session>`); None for any other
+    principal."""
+    role = _pathless_role(caller)
+    return None if role is None else "arn:{}:sts::{}:assumed-role/{}/".format(*role)
 
 
 def caller_matches(wanted: str, caller: Any) -> bool:
-    """The caller asked for: that principal, or for a role, any of its sessions."""
+    """The caller asked for: that principal, or for a role, any of its sessions: a session
+    is known by its role's ARN as `allowed_principals` knows it (principals.py)."""
     if not isinstance(caller, str):
         return False
-    sessions = sessions_of(wanted)
-    return caller == wanted or (sessions is not None and caller.startswith(sessions))
+    if caller == wanted:
+        return True
+    role = _pathless_role(wanted)
+    _, *by_role = caller_identities(caller)  # an assumed role's session: [its role's ARN]
+    return role is not None and by_role == ["arn:{}:iam::{}:role/{}".format(*role)]
 
 
 def _literal(value: str) -> str:

@@ -837,11 +837,11 @@ def _not_refreshed(
 # -- the audit trail ------------------------------------------------------------------------
 
 
-def audit_filters(args: argparse.Namespace, now: float | Callable[[], float], stdin: Any) -> Any:
+def audit_filters(args: argparse.Namespace, clock: Callable[[], float], stdin: Any) -> Any:
     """The question `tokenvend audit` was asked, every value checked (exit 2 otherwise)
     before anything is sent: --token-file's token is read and hashed here, and only its
-    fingerprint kept. `now` may be a clock, read once the token is: a pipe's token may come
-    from a command that has only just got it (`tokenvend token ... | tokenvend audit
+    fingerprint kept. The range ends when `clock` is read, once the token is: a pipe's token
+    may come from a command that has only just got it (`tokenvend token ... | tokenvend audit
     --token-file -`)."""
     from datetime import UTC, datetime
 
@@ -857,7 +857,7 @@ def audit_filters(args: argparse.Namespace, now: float | Callable[[], float], st
             fingerprint = audit.parse_fingerprint(args.fingerprint)
         if args.token_file is not None:
             fingerprint = audit.read_token_fingerprint(args.token_file, stdin)
-        moment = datetime.fromtimestamp(now() if callable(now) else now, UTC)
+        moment = datetime.fromtimestamp(clock(), UTC)
         return audit.Filters(
             since=audit.parse_since(args.since, moment),
             until=moment,
@@ -871,9 +871,26 @@ def audit_filters(args: argparse.Namespace, now: float | Callable[[], float], st
         raise _bad(str(exc)) from None
 
 
-def cmd_audit(args: argparse.Namespace, target: Target) -> int:
+def _query_insights(client: Any, group: str, functions: list[str], filters: Any) -> Any:
+    """The records, from the audit log group and the functions' own log groups, where
+    records go when the audit log group cannot be written (docs/security.md, "Audit
+    trail"); from the audit log group alone when one of those is missing."""
     from botocore.exceptions import ClientError
 
+    from . import audit
+
+    try:
+        return audit.query_insights(client, [group, *functions], filters)
+    except ClientError as exc:
+        missing = exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
+        if not functions or not missing:
+            raise
+    print("note: a function's log group is missing; querying the audit log group alone",
+          file=sys.stderr)  # fmt: skip
+    return audit.query_insights(client, group, filters)
+
+
+def cmd_audit(args: argparse.Namespace, target: Target) -> int:
     from . import audit
 
     filters = audit_filters(args, time.time, getattr(sys.stdin, "buffer", sys.stdin))
@@ -882,6 +899,7 @@ def cmd_audit(args: argparse.Namespace, target: Target) -> int:
     span = f"from {rfc3339(filters.since.timestamp())} to {rfc3339(filters.until.timestamp())}"
     if args.verbose and filters.fingerprint is not None and args.token_file is not None:
         print(f"fingerprint of the token in --token-file: {filters.fingerprint}", file=sys.stderr)
+    client = target.client("logs")
     if local:
         if args.verbose:
             print(
@@ -890,7 +908,6 @@ def cmd_audit(args: argparse.Namespace, target: Target) -> int:
                 + audit.insights_query(filters),
                 file=sys.stderr,
             )
-        client = target.client("logs")
         with aws_step(f"cannot read the audit log group {group}"):
             records = audit.read_local(client, group, filters)
     else:
@@ -899,26 +916,9 @@ def cmd_audit(args: argparse.Namespace, target: Target) -> int:
                 f"Logs Insights query on {group} {span}:\n" + audit.insights_query(filters),
                 file=sys.stderr,
             )
-        client = target.client("logs")
-        # The functions' own log groups too: where records go when the audit log group
-        # cannot be written (docs/security.md, "Audit trail").
-        groups = [group, *target.function_log_groups()]
         with aws_step(f"cannot query the audit log group {group}"):
             try:
-                try:
-                    records = audit.query_insights(client, groups, filters)
-                except ClientError as exc:
-                    missing = (
-                        exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
-                    )
-                    if len(groups) == 1 or not missing:
-                        raise
-                    print(
-                        "note: a function's log group is missing; querying the audit log "
-                        "group alone",
-                        file=sys.stderr,
-                    )
-                    records = audit.query_insights(client, group, filters)
+                records = _query_insights(client, group, target.function_log_groups(), filters)
             except audit.AuditQueryError as exc:
                 raise CliError(f"cannot query the audit log group {group}: {exc}") from None
     if args.json:

@@ -897,3 +897,29 @@ def test_a_deployed_query_reads_the_functions_log_groups_too() -> None:
         )
         found = query_insights(logs, groups, filters(), sleep=lambda s: None)
     assert request_ids(found) == [RECORDS[0]["request_id"]]
+
+
+def test_a_missing_function_log_group_leaves_the_audit_log_group_queried(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tokenvend.cli import _query_insights
+
+    logs = boto3.client("logs", region_name="us-east-1")
+    functions = ["/aws/lambda/tokenvend-vend"]
+    with Stubber(logs) as stub:
+        stub.add_client_error(
+            "start_query", "ResourceNotFoundException", "Log group does not exist"
+        )
+        stub.add_response(
+            "start_query",
+            {"queryId": "q-3"},
+            {"logGroupName": GROUP, "startTime": ANY, "endTime": ANY, "queryString": ANY},
+        )
+        stub.add_response(
+            "get_query_results",
+            {"status": "Complete", "results": [insights_row(RECORDS[0])]},
+            {"queryId": "q-3"},
+        )
+        found = _query_insights(logs, GROUP, functions, filters())
+    assert request_ids(found) == [RECORDS[0]["request_id"]]
+    assert "querying the audit log group alone" in capsys.readouterr().err
