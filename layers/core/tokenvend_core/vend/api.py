@@ -208,7 +208,17 @@ def _answer(
             token=served.access_token,
         )
         return respond(200, body)
-    except TokenVendError as error:
+    except Exception as exc:
+        if isinstance(exc, TokenVendError):
+            error = exc
+            if error.status >= 500:
+                logger.warning(
+                    "vend failed",
+                    extra={**where, "error_code": error.code, "error_message": error.message},
+                )
+        else:
+            logger.exception("vend crashed", extra=where)
+            error = TokenVendError("internal error; see the vend function's logs")
         vendor.audit.record(
             _action(event),
             "refused",
@@ -216,23 +226,7 @@ def _answer(
             provider=where.get("provider"),
             connection=where.get("connection"),
         )
-        if error.status >= 500:
-            logger.warning(
-                "vend failed",
-                extra={**where, "error_code": error.code, "error_message": error.message},
-            )
         return error_response(error)
-    except Exception:
-        logger.exception("vend crashed", extra=where)
-        crashed = TokenVendError("internal error; see the vend function's logs")
-        vendor.audit.record(
-            _action(event),
-            "refused",
-            error_code=crashed.code,
-            provider=where.get("provider"),
-            connection=where.get("connection"),
-        )
-        return error_response(crashed)
 
 
 def connect(
@@ -267,20 +261,21 @@ def callback_page(event: dict[str, Any], vendor: Vendor, links: LinkInvoker | No
         verdict = link_invoker(vendor, links).callback(
             query.provider, state=query.state, code=query.code, error=query.error
         )
-    except TokenVendError as error:
-        logger.warning(
-            "link callback failed",
-            extra={"provider": query.provider, "error_code": error.code,
-                   "error_message": error.message},
-        )  # fmt: skip
-        trail.record("authorize", "refused", provider=query.provider, error_code=error.code,
+    except Exception as exc:
+        unavailable = isinstance(exc, TokenVendError) and exc.status == 503
+        if isinstance(exc, TokenVendError):
+            code = exc.code
+            logger.warning(
+                "link callback failed",
+                extra={"provider": query.provider, "error_code": exc.code,
+                       "error_message": exc.message},
+            )  # fmt: skip
+        else:
+            code = "internal"
+            logger.exception("link callback crashed", extra={"provider": query.provider})
+        trail.record("authorize", "refused", provider=query.provider, error_code=code,
                      trigger="link")  # fmt: skip
-        return pages.unavailable() if error.status == 503 else pages.internal()
-    except Exception:
-        logger.exception("link callback crashed", extra={"provider": query.provider})
-        trail.record("authorize", "refused", provider=query.provider, error_code="internal",
-                     trigger="link")  # fmt: skip
-        return pages.internal()
+        return pages.unavailable() if unavailable else pages.internal()
     if verdict.connection is not None and verdict.connected:
         emit("LinkConnected")
         logger.info(
