@@ -36,7 +36,6 @@ def run(
 ) -> ConnectionState:
     """Holding the lease: fetch, store the rotated refresh token, store the token."""
     stored = False
-    audited = False  # one record an attempt: a superseded one is not failed as well
     try:
         suspect = False
         if refresher.spec.uses_refresh_token and code is None:
@@ -94,7 +93,6 @@ def run(
                 expires_at=token.expires_at,
                 token=token.access_token,
             )
-            audited = True
         if state is None:
             # Our lease ran out and another holder took over: theirs is the newer token.
             logger.warning(
@@ -131,7 +129,7 @@ def run(
         raise failed.failure.error from None
     except TokenVendError as error:
         if code is None:
-            if not audited:
+            if not stored:  # a stored token's attempt is recorded (superseded), not failed
                 _failed(refresher, connection, error.code, secret)
             stored = True
             failure = Failure(error, permanent=False, retry=False)
